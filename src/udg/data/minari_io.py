@@ -1,0 +1,246 @@
+"""Reading and writing datasets as Minari datasets, atomically.
+
+Every buffer UDG writes is a standard Minari dataset (HDF5 storage) under a root folder, at
+``<root>/<dataset_id>`` with ids like ``udg/point/agent-3-v0``, so ``minari.load_dataset`` reads
+it with ``MINARI_DATASETS_PATH=<root>``. A dataset is first written under a hidden temporary
+folder of the same root and then renamed into place, so an interrupted write never leaves a
+half-written dataset. Loading accepts any Minari dataset of a known environment (UDG's own ids or
+Gymnasium's, e.g. ``Ant-v5``) and turns every failure into one clear :class:`UdgError` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from udg.data.dataset import Dataset, Episode, check_finite, dataset_from_episodes
+from udg.envs.registry import env_name_for_gym_id, get_env_spec, make_env
+from udg.errors import UdgError
+
+METADATA_FILE = "metadata.json"
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path):
+    """Point Minari at ``root`` for the duration (Minari reads the root from the environment)."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def dataset_id_for(env: str, name: str, version: int = 0) -> str:
+    """UDG's Minari id of a buffer: ``udg/<env>/<name>-v<version>``."""
+    return f"udg/{env}/{name}-v{version}"
+
+
+def write_dataset(
+    episodes: Sequence[Episode],
+    root: str | Path,
+    dataset_id: str,
+    env: str,
+    *,
+    max_episode_steps: int | None = None,
+    algorithm: str = "udg",
+    description: str = "",
+    udg_metadata: Mapping | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``episodes`` as the Minari dataset ``<root>/<dataset_id>``; returns its folder."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except ValueError:
+        raise UdgError(f"malformed dataset id {dataset_id!r} (expected namespace/name-vN)") from None
+    if not episodes:
+        raise UdgError(f"refusing to write dataset {dataset_id} with no episodes")
+    for episode in episodes:
+        episode.validate()
+    root = Path(root).resolve()  # Minari joins relative roots twice
+    target = root / dataset_id
+    if target.exists() and not overwrite:
+        raise UdgError(f"dataset {target} exists already; choose another id or folder")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".tmp-{uuid.uuid4().hex}"
+    try:
+        gym_env = make_env(env, max_episode_steps=max_episode_steps)
+        buffers = [
+            EpisodeBuffer(
+                id=i,
+                observations=e.observations,
+                actions=e.actions,
+                rewards=np.asarray(e.rewards, dtype=np.float64),
+                terminations=np.asarray(e.terminations, dtype=bool),
+                truncations=np.asarray(e.truncations, dtype=bool),
+                infos={k: np.asarray(v, dtype=np.float64) for k, v in e.infos.items()},
+            )
+            for i, e in enumerate(episodes)
+        ]
+        with _minari_root(staging), warnings.catch_warnings():
+            # Minari asks for authors, permalinks and an eval env; UDG records its own metadata.
+            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+            written = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=gym_env,
+                algorithm_name=algorithm,
+                description=description or f"UDG dataset {dataset_id}",
+                data_format="hdf5",
+            )
+            written.storage.update_metadata({"udg": dict(udg_metadata or {}, env=env)})
+        gym_env.close()
+        namespace_file = Path(dataset_id).parts[0]
+        staged_namespace = staging / namespace_file / "namespace_metadata.json"
+        final_namespace = root / namespace_file / "namespace_metadata.json"
+        if staged_namespace.exists() and not final_namespace.exists():
+            final_namespace.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staged_namespace, final_namespace)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / dataset_id, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _data_dir(path: Path) -> Path:
+    if (path / "data" / METADATA_FILE).is_file():
+        return path / "data"
+    if path.name == "data" and (path / METADATA_FILE).is_file():
+        return path
+    raise UdgError(f"not a Minari dataset: {path} (no data/{METADATA_FILE})")
+
+
+@functools.cache
+def env_shapes(env: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Observation and action shapes of env ``env`` (made once and cached)."""
+    gym_env = make_env(env)
+    shapes = gym_env.observation_space.shape, gym_env.action_space.shape
+    gym_env.close()
+    return shapes
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The Minari metadata of the dataset at ``path``."""
+    data_dir = _data_dir(Path(path))
+    try:
+        return json.loads((data_dir / METADATA_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UdgError(f"cannot read {data_dir / METADATA_FILE}: {err}") from None
+
+
+def dataset_env(metadata: Mapping, path: Path) -> str:
+    """The UDG env name of a dataset from its metadata."""
+    spec = metadata.get("env_spec")
+    if not spec:
+        raise UdgError(f"dataset {path} records no environment; cannot tell which env it is for")
+    gym_id = json.loads(spec)["id"] if isinstance(spec, str) else spec["id"]
+    try:
+        return env_name_for_gym_id(gym_id)
+    except UdgError as err:
+        raise UdgError(f"dataset {path}: {err}") from None
+
+
+def _flat_infos(infos: Mapping | None, length: int) -> dict[str, np.ndarray]:
+    """Keep the scalar-per-step info columns (foreign datasets may hold other shapes)."""
+    columns = {}
+    for key, value in (infos or {}).items():
+        if isinstance(value, np.ndarray) and value.shape == (length,) and value.dtype.kind in "fiub":
+            columns[key] = value
+    return columns
+
+
+def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
+    """Load the Minari dataset at ``path`` as a :class:`Dataset`, checking env and shapes."""
+    from minari import MinariDataset
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    env = dataset_env(metadata, path)
+    if expected_env is not None and env != expected_env:
+        raise UdgError(f"dataset {path} is for env {env}, not {expected_env}")
+    name = metadata.get("dataset_id", path.name)
+    try:
+        minari_dataset = MinariDataset(_data_dir(path))
+        total = minari_dataset.total_episodes
+        raw = list(minari_dataset.storage.get_episodes(range(total)))
+    except UdgError:
+        raise
+    except Exception as err:  # h5py and Minari raise many types on damaged files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UdgError(f"cannot read dataset {path}: truncated or corrupt ({reason})") from None
+    obs_shape, act_shape = env_shapes(env)
+    episodes = []
+    for ep in raw:
+        obs, act = np.asarray(ep["observations"]), np.asarray(ep["actions"])
+        if obs.shape[1:] != obs_shape or act.shape[1:] != act_shape:
+            raise UdgError(
+                f"dataset {path} has observations {obs.shape[1:]} and actions {act.shape[1:]}, "
+                f"but env {env} has {obs_shape} and {act_shape}"
+            )
+        episodes.append(
+            Episode(
+                observations=obs,
+                actions=act,
+                rewards=np.asarray(ep["rewards"]),
+                terminations=np.asarray(ep["terminations"]),
+                truncations=np.asarray(ep["truncations"]),
+                infos=_flat_infos(ep.get("infos"), len(obs)),
+            )
+        )
+    dataset = dataset_from_episodes(
+        name, env, episodes, metadata={"path": str(path), "udg": metadata.get("udg", {})}
+    )
+    check_finite(dataset)
+    return dataset
+
+
+def find_datasets(paths: Iterable[str | Path]) -> list[Path]:
+    """Every Minari dataset folder at or below ``paths`` (a dataset, a root or a run folder)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UdgError(f"no such file or folder: {path}")
+        if (path / "data" / METADATA_FILE).is_file():
+            found.append(path)
+            continue
+        if path.name == "data" and (path / METADATA_FILE).is_file():
+            found.append(path.parent)
+            continue
+        below = sorted(
+            p.parent.parent
+            for p in path.rglob(METADATA_FILE)
+            if p.parent.name == "data" and not any(part.startswith(".tmp-") for part in p.parts)
+        )
+        if not below:
+            raise UdgError(f"no Minari datasets found at or below {path}")
+        found.extend(below)
+    return list(dict.fromkeys(found))
+
+
+def load_datasets(paths: Iterable[str | Path]) -> list[Dataset]:
+    """Load every dataset at or below ``paths``; all must be of one env."""
+    datasets = [load_dataset(p) for p in find_datasets(paths)]
+    envs = sorted({d.env for d in datasets})
+    if len(envs) > 1:
+        raise UdgError(f"datasets of several envs given ({', '.join(envs)}); give one env's")
+    return datasets

@@ -1,0 +1,99 @@
+"""Gymnasium's Ant-v5 and HalfCheetah-v5, reporting the columns UDG stores.
+
+The MuJoCo environments are Gymnasium's own, unchanged in dynamics, observation and reward. A thin
+wrapper replaces ``info`` with a fixed schema of floats (the same keys at reset and at every
+step, as Minari requires) holding every value a task reward or a diversity feature needs: torso
+position and velocity and the reward terms that are not functions of the observation and action
+(Ant's contact cost and health). Task rewards are then pure functions of stored columns.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+ANT_INFO_COLUMNS = (
+    "x_position",
+    "y_position",
+    "z_position",
+    "x_velocity",
+    "y_velocity",
+    "contact_cost",
+    "healthy",
+)
+HALFCHEETAH_INFO_COLUMNS = ("x_position", "z_position", "pitch", "x_velocity")
+
+
+class AntColumns(gym.Wrapper):
+    """Ant-v5 with the info schema :data:`ANT_INFO_COLUMNS`."""
+
+    def _columns(self, info: dict, stepped: bool) -> dict[str, float]:
+        qpos = self.unwrapped.data.qpos
+        return {
+            "x_position": float(qpos[0]),
+            "y_position": float(qpos[1]),
+            "z_position": float(qpos[2]),
+            "x_velocity": float(info["x_velocity"]) if stepped else 0.0,
+            "y_velocity": float(info["y_velocity"]) if stepped else 0.0,
+            "contact_cost": float(-info["reward_contact"]) if stepped else 0.0,
+            "healthy": float(self.unwrapped.is_healthy),
+        }
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._columns(info, stepped=False)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._columns(info, stepped=True)
+
+
+class HalfCheetahColumns(gym.Wrapper):
+    """HalfCheetah-v5 with the info schema :data:`HALFCHEETAH_INFO_COLUMNS`."""
+
+    def _columns(self, info: dict, stepped: bool) -> dict[str, float]:
+        qpos = self.unwrapped.data.qpos
+        return {
+            "x_position": float(qpos[0]),
+            "z_position": float(qpos[1]),
+            "pitch": float(qpos[2]),
+            "x_velocity": float(info["x_velocity"]) if stepped else 0.0,
+        }
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._columns(info, stepped=False)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._columns(info, stepped=True)
+
+
+def make_ant(**kwargs) -> gym.Env:
+    """Entry point of ``udg/Ant-v5``: Gymnasium's Ant-v5 (no time limit) with UDG's columns."""
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+
+    return AntColumns(AntEnv(**kwargs))
+
+
+def make_halfcheetah(**kwargs) -> gym.Env:
+    """Entry point of ``udg/HalfCheetah-v5``: HalfCheetah-v5 with UDG's columns."""
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+    return HalfCheetahColumns(HalfCheetahEnv(**kwargs))
+
+
+def ant_terminated(next_observations, xp=np):
+    """Ant-v5's rule: unhealthy when the state is not finite or torso z leaves [0.2, 1.0].
+
+    With Gymnasium's default observation the first entry is the torso height ``qpos[2]``.
+    Works on NumPy or ``jax.numpy`` arrays (pass ``xp=jnp``); returns a bool array ``[...]``.
+    """
+    z = next_observations[..., 0]
+    finite = xp.all(xp.isfinite(next_observations), axis=-1)
+    return ~(finite & (z >= 0.2) & (z <= 1.0))
+
+
+def never_terminated(next_observations, xp=np):
+    """The rule of environments that only end by the time limit."""
+    return xp.zeros(next_observations.shape[:-1], dtype=bool)

@@ -1,0 +1,124 @@
+"""The environment registry: names, Gymnasium ids, stored columns, features, termination.
+
+Each environment UDG knows is an :class:`EnvSpec` in :data:`ENVS`. Its Gymnasium id is registered
+when :mod:`udg.envs` is imported, so a Minari dataset written by UDG can recover its environment.
+The spec also says which per-step ``info`` columns every episode stores, which of them form the
+low-dimensional diversity features, and the termination rule as a pure function of the next
+observation (needed by model rollouts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from udg.envs.mujoco import (
+    ANT_INFO_COLUMNS,
+    HALFCHEETAH_INFO_COLUMNS,
+    ant_terminated,
+    never_terminated,
+)
+from udg.envs.point import POINT_INFO_COLUMNS
+from udg.errors import UdgError, unknown_name
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What UDG knows about one environment."""
+
+    name: str
+    """Short name used on the command line (``point``, ``ant``, ``halfcheetah``)."""
+    gym_id: str
+    """Gymnasium id registered by udg (the environment plus UDG's info columns)."""
+    entry_point: str
+    """Gymnasium entry point of ``gym_id``."""
+    max_episode_steps: int
+    """Default time limit; every command that makes the env can override it."""
+    info_columns: tuple[str, ...]
+    """Per-step ``info`` values stored with every transition (floats)."""
+    feature_columns: tuple[str, ...]
+    """Info columns forming the diversity feature vector (SPEC section 3)."""
+    terminated: Callable | None
+    """Termination rule ``terminated(next_observations, xp=np) -> bool[...]``; None if unknown."""
+    foreign_gym_ids: tuple[str, ...] = ()
+    """Ids of datasets written by others that hold this environment (e.g. plain ``Ant-v5``)."""
+    description: str = ""
+    """One line for ``udg tasks``."""
+
+
+ENVS: dict[str, EnvSpec] = {
+    "point": EnvSpec(
+        name="point",
+        gym_id="udg/Point-v0",
+        entry_point="udg.envs.point:PointEnv",
+        max_episode_steps=100,
+        info_columns=POINT_INFO_COLUMNS,
+        feature_columns=("x_position", "y_position"),
+        terminated=never_terminated,
+        description="built-in 2-D point mass with inertia (NumPy); obs (x, y, vx, vy)",
+    ),
+    "ant": EnvSpec(
+        name="ant",
+        gym_id="udg/Ant-v5",
+        entry_point="udg.envs.mujoco:make_ant",
+        max_episode_steps=1000,
+        info_columns=ANT_INFO_COLUMNS,
+        feature_columns=("x_position", "y_position"),
+        terminated=ant_terminated,
+        foreign_gym_ids=("Ant-v5",),
+        description="Gymnasium Ant-v5 (obs 105, act 8); terminates when torso z leaves [0.2, 1]",
+    ),
+    "halfcheetah": EnvSpec(
+        name="halfcheetah",
+        gym_id="udg/HalfCheetah-v5",
+        entry_point="udg.envs.mujoco:make_halfcheetah",
+        max_episode_steps=1000,
+        info_columns=HALFCHEETAH_INFO_COLUMNS,
+        feature_columns=("x_position", "z_position"),
+        terminated=never_terminated,
+        foreign_gym_ids=("HalfCheetah-v5",),
+        description="Gymnasium HalfCheetah-v5 (obs 17, act 6); no termination",
+    ),
+}
+
+
+def register_envs() -> None:
+    """Register every UDG environment with Gymnasium (idempotent)."""
+    for spec in ENVS.values():
+        if spec.gym_id not in gym.registry:
+            gym.register(
+                id=spec.gym_id,
+                entry_point=spec.entry_point,
+                max_episode_steps=spec.max_episode_steps,
+            )
+
+
+def get_env_spec(name: str) -> EnvSpec:
+    """The spec of env ``name``; an unknown name raises :class:`UdgError` listing the known."""
+    try:
+        return ENVS[name]
+    except KeyError:
+        raise unknown_name("env", name, ENVS) from None
+
+
+def env_name_for_gym_id(gym_id: str) -> str:
+    """The UDG env name of a Gymnasium id (UDG's own or a known foreign one)."""
+    for spec in ENVS.values():
+        if gym_id == spec.gym_id or gym_id in spec.foreign_gym_ids:
+            return spec.name
+    known = [spec.gym_id for spec in ENVS.values()]
+    known += [i for spec in ENVS.values() for i in spec.foreign_gym_ids]
+    raise unknown_name("environment id", gym_id, known)
+
+
+def make_env(name: str, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
+    """Make env ``name`` with UDG's info columns and a time limit (default: the spec's)."""
+    spec = get_env_spec(name)
+    if max_episode_steps is not None and max_episode_steps <= 0:
+        raise UdgError(f"max_episode_steps must be positive, got {max_episode_steps}")
+    register_envs()
+    return gym.make(
+        spec.gym_id, max_episode_steps=max_episode_steps or spec.max_episode_steps, **kwargs
+    )

@@ -1,0 +1,180 @@
+"""The task registry: relabelable reward functions of stored columns.
+
+A task is a reward that is a pure, vectorised function of stored columns: ``observations``,
+``actions``, ``next_observations`` (``[N, dim]``) and the environment's info columns (``[N]``,
+the values reported after each step). Any dataset of the task's environment can therefore be
+relabelled for it without a simulator. Tasks come in parameterised families
+(``point-angle-<deg>``, ``ant-angle-<deg>``, ``cheetah-cz-<value>``) parsed by an explicit
+pattern each, plus named tasks (``cheetah-jump``, ``cheetah-crawl``, ``cheetah-run``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from udg.envs.registry import get_env_spec
+from udg.errors import UdgError
+
+Columns = Mapping[str, np.ndarray]
+RewardFn = Callable[[Columns], np.ndarray]
+
+POINT_CTRL_COST = 0.1
+ANT_CTRL_COST = 0.5
+CHEETAH_CTRL_COST = 0.1
+CHEETAH_SPEED_CAP = 3.0
+CHEETAH_Z_INIT = 0.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A downstream task: an environment and a reward of stored columns."""
+
+    name: str
+    """Canonical task name (``ant-angle-60``)."""
+    env: str
+    """Name of the environment whose datasets the task can relabel."""
+    formula: str
+    """The reward in words, for ``udg tasks`` and reports."""
+    columns: tuple[str, ...]
+    """Info columns the reward reads (besides observations and actions)."""
+    reward_fn: RewardFn
+    """``reward_fn(columns) -> [N]`` float64 rewards."""
+
+    def reward(self, columns: Columns) -> np.ndarray:
+        """The task's reward of every transition in ``columns``; ``[N]`` float64."""
+        missing = [c for c in self.columns if c not in columns]
+        if missing:
+            raise UdgError(
+                f"task {self.name} needs column(s) {', '.join(missing)} which the data lacks"
+            )
+        return np.asarray(self.reward_fn(columns), dtype=np.float64)
+
+    @property
+    def terminated(self):
+        """The environment's termination rule (used by model rollouts)."""
+        return get_env_spec(self.env).terminated
+
+
+def _squared_norm(actions: np.ndarray) -> np.ndarray:
+    return np.sum(np.square(np.asarray(actions, dtype=np.float64)), axis=-1)
+
+
+def point_angle(degrees: float) -> TaskSpec:
+    """Velocity along (cos theta, sin theta) minus a small control cost, on ``point``."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+
+    def reward(cols: Columns) -> np.ndarray:
+        return c * cols["x_velocity"] + s * cols["y_velocity"] - POINT_CTRL_COST * _squared_norm(
+            cols["actions"]
+        )
+
+    return TaskSpec(
+        name=f"point-angle-{degrees:g}",
+        env="point",
+        formula=f"v_x cos({degrees:g}) + v_y sin({degrees:g}) - {POINT_CTRL_COST} |a|^2",
+        columns=("x_velocity", "y_velocity"),
+        reward_fn=reward,
+    )
+
+
+def ant_angle(degrees: float) -> TaskSpec:
+    """Ant-v5's reward with the forward term turned to angle theta (SPEC section 4)."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+
+    def reward(cols: Columns) -> np.ndarray:
+        return (
+            c * cols["x_velocity"]
+            + s * cols["y_velocity"]
+            + cols["healthy"]
+            - ANT_CTRL_COST * _squared_norm(cols["actions"])
+            - cols["contact_cost"]
+        )
+
+    return TaskSpec(
+        name=f"ant-angle-{degrees:g}",
+        env="ant",
+        formula=(
+            f"v_x cos({degrees:g}) + v_y sin({degrees:g}) + healthy - {ANT_CTRL_COST} |a|^2"
+            " - 5e-4 |clip(cfrc_ext, -1, 1)|^2"
+        ),
+        columns=("x_velocity", "y_velocity", "healthy", "contact_cost"),
+        reward_fn=reward,
+    )
+
+
+def cheetah_cz(c_z: float, name: str | None = None) -> TaskSpec:
+    """Capped forward speed plus ``c_z`` times the torso's height change (jump/crawl)."""
+
+    def reward(cols: Columns) -> np.ndarray:
+        return (
+            np.minimum(cols["x_velocity"], CHEETAH_SPEED_CAP)
+            - CHEETAH_CTRL_COST * _squared_norm(cols["actions"])
+            + c_z * (cols["z_position"] - CHEETAH_Z_INIT)
+        )
+
+    return TaskSpec(
+        name=name or f"cheetah-cz-{c_z:g}",
+        env="halfcheetah",
+        formula=f"min(v_x, {CHEETAH_SPEED_CAP:g}) - {CHEETAH_CTRL_COST} |a|^2 + {c_z:g} (z - z_init)",
+        columns=("x_velocity", "z_position"),
+        reward_fn=reward,
+    )
+
+
+def cheetah_run() -> TaskSpec:
+    """HalfCheetah-v5's own reward: forward velocity minus 0.1 |a|^2."""
+
+    def reward(cols: Columns) -> np.ndarray:
+        return cols["x_velocity"] - CHEETAH_CTRL_COST * _squared_norm(cols["actions"])
+
+    return TaskSpec(
+        name="cheetah-run",
+        env="halfcheetah",
+        formula=f"v_x - {CHEETAH_CTRL_COST} |a|^2  (HalfCheetah-v5's reward)",
+        columns=("x_velocity",),
+        reward_fn=reward,
+    )
+
+
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+
+TASK_FAMILIES: dict[str, tuple[re.Pattern, Callable[[float], TaskSpec]]] = {
+    "point-angle-<deg>": (re.compile(rf"point-angle-{_NUMBER}"), point_angle),
+    "ant-angle-<deg>": (re.compile(rf"ant-angle-{_NUMBER}"), ant_angle),
+    "cheetah-cz-<value>": (re.compile(rf"cheetah-cz-{_NUMBER}"), cheetah_cz),
+}
+"""Parameterised task families: the name pattern and the constructor of its parameter."""
+
+TASKS: dict[str, Callable[[], TaskSpec]] = {
+    "cheetah-jump": lambda: cheetah_cz(15.0, name="cheetah-jump"),
+    "cheetah-crawl": lambda: cheetah_cz(-15.0, name="cheetah-crawl"),
+    "cheetah-run": cheetah_run,
+}
+"""Named tasks."""
+
+PAPER_ANGLES = (0, 60, 120, 180, 240, 300)
+"""The six directions of the paper's Ant-Angle experiment."""
+
+
+def get_task(name: str) -> TaskSpec:
+    """The task called ``name``; an unknown name raises :class:`UdgError` listing the known."""
+    if name in TASKS:
+        return TASKS[name]()
+    for pattern, make in TASK_FAMILIES.values():
+        match = pattern.fullmatch(name)
+        if match:
+            return make(float(match.group(1)))
+    raise UdgError(
+        f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}"
+    )
+
+
+def example_tasks() -> list[TaskSpec]:
+    """A listing for ``udg tasks``: every named task and the paper's instances of each family."""
+    tasks = [point_angle(a) for a in PAPER_ANGLES] + [ant_angle(a) for a in PAPER_ANGLES]
+    return tasks + [make() for make in TASKS.values()]
