@@ -136,7 +136,9 @@ def list_datasets(paths: Sequence[Path], as_json: bool = False) -> None:
     for col in ("id", "env", "episodes", "transitions", "algorithm", "path"):
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("id", "env", "episodes", "transitions", "algorithm", "path")))
+        table.add_row(
+            *(str(row[c]) for c in ("id", "env", "episodes", "transitions", "algorithm", "path"))
+        )
     stdout.print(table)
 
 
@@ -179,8 +181,9 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
         raise UdgError("give at least one dataset folder to rank")
     datasets = load_datasets(paths)
     if datasets[0].env != task.env:
-        raise UdgError(f"task {task.name} is for env {task.env}, but the datasets are of env "
-                       f"{datasets[0].env}")
+        raise UdgError(
+            f"task {task.name} is for env {task.env}, but the datasets are of env {datasets[0].env}"
+        )
     ranking = rank(datasets, task)
     if as_json:
         _print_json({"task": task.name, "ranking": [r.__dict__ for r in ranking]})
@@ -189,6 +192,7 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
     for col in ("rank", "dataset", "mean return", "episodes", "transitions"):
         table.add_column(col, justify="right" if col != "dataset" else "left")
     for r in ranking:
-        table.add_row(str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes),
-                      str(r.num_transitions))
+        table.add_row(
+            str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes), str(r.num_transitions)
+        )
     stdout.print(table)

@@ -40,13 +40,24 @@ class Episode:
             raise UdgError("an episode must have at least one step")
         if len(self.observations) != t + 1:
             raise UdgError(f"episode has {len(self.observations)} observations for {t} actions")
-        for name, col in [("rewards", self.rewards), ("terminations", self.terminations),
-                          ("truncations", self.truncations)]:
+        for name, col in [
+            ("rewards", self.rewards),
+            ("terminations", self.terminations),
+            ("truncations", self.truncations),
+        ]:
             if len(col) != t:
                 raise UdgError(f"episode column {name} has length {len(col)}, expected {t}")
         for name, col in self.infos.items():
             if len(col) != t + 1:
                 raise UdgError(f"episode info {name} has length {len(col)}, expected {t + 1}")
+        for name, col in [
+            ("observations", self.observations),
+            ("actions", self.actions),
+            ("rewards", self.rewards),
+            *self.infos.items(),
+        ]:
+            if not np.all(np.isfinite(col)):
+                raise UdgError(f"episode column {name!r} holds NaN or inf")
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,10 @@ class Dataset:
     def episode_returns(self, rewards: np.ndarray | None = None) -> np.ndarray:
         """Undiscounted return of each episode under ``rewards`` (default: collected); ``[E]``."""
         rewards = self.rewards if rewards is None else rewards
-        return np.add.reduceat(rewards, self.episode_starts[:-1]) if self.num_episodes else (
-            np.zeros(0)
+        return (
+            np.add.reduceat(rewards, self.episode_starts[:-1])
+            if self.num_episodes
+            else (np.zeros(0))
         )
 
     def with_task_rewards(self, task: str, rewards: np.ndarray) -> Dataset:
@@ -118,8 +131,11 @@ def dataset_from_episodes(
     """Flatten episodes into a :class:`Dataset` (infos shifted to the values after each step)."""
     if not episodes:
         raise UdgError(f"dataset {name} has no episodes")
-    for episode in episodes:
-        episode.validate()
+    for i, episode in enumerate(episodes):
+        try:
+            episode.validate()
+        except UdgError as err:
+            raise UdgError(f"dataset {name}, episode {i}: {err}") from None
     info_keys = sorted(episodes[0].infos)
     for i, episode in enumerate(episodes):
         if sorted(episode.infos) != info_keys:

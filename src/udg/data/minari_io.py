@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from udg.data.dataset import Dataset, Episode, check_finite, dataset_from_episodes
-from udg.envs.registry import env_name_for_gym_id, get_env_spec, make_env
+from udg.envs.registry import env_name_for_gym_id, make_env
 from udg.errors import UdgError
 
 METADATA_FILE = "metadata.json"
@@ -68,7 +68,9 @@ def write_dataset(
     try:
         parse_dataset_id(dataset_id)
     except ValueError:
-        raise UdgError(f"malformed dataset id {dataset_id!r} (expected namespace/name-vN)") from None
+        raise UdgError(
+            f"malformed dataset id {dataset_id!r} (expected namespace/name-vN)"
+        ) from None
     if not episodes:
         raise UdgError(f"refusing to write dataset {dataset_id} with no episodes")
     for episode in episodes:
@@ -163,7 +165,11 @@ def _flat_infos(infos: Mapping | None, length: int) -> dict[str, np.ndarray]:
     """Keep the scalar-per-step info columns (foreign datasets may hold other shapes)."""
     columns = {}
     for key, value in (infos or {}).items():
-        if isinstance(value, np.ndarray) and value.shape == (length,) and value.dtype.kind in "fiub":
+        if (
+            isinstance(value, np.ndarray)
+            and value.shape == (length,)
+            and value.dtype.kind in "fiub"
+        ):
             columns[key] = value
     return columns
 

@@ -24,8 +24,10 @@ def relabel(dataset: Dataset, task: TaskSpec) -> Dataset:
     if task.name in dataset.task_rewards:
         return dataset
     if dataset.env != task.env:
-        raise UdgError(f"task {task.name} is for env {task.env}, but dataset {dataset.name} "
-                       f"is of env {dataset.env}")
+        raise UdgError(
+            f"task {task.name} is for env {task.env}, but dataset {dataset.name} "
+            f"is of env {dataset.env}"
+        )
     try:
         rewards = task.reward(dataset.columns())
     except UdgError as err:

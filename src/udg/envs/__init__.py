@@ -3,7 +3,14 @@
 Importing this package registers UDG's Gymnasium ids.
 """
 
-from udg.envs.registry import ENVS, EnvSpec, env_name_for_gym_id, get_env_spec, make_env, register_envs
+from udg.envs.registry import (
+    ENVS,
+    EnvSpec,
+    env_name_for_gym_id,
+    get_env_spec,
+    make_env,
+    register_envs,
+)
 from udg.envs.tasks import TASK_FAMILIES, TASKS, TaskSpec, get_task
 
 register_envs()

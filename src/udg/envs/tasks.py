@@ -69,8 +69,10 @@ def point_angle(degrees: float) -> TaskSpec:
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
     def reward(cols: Columns) -> np.ndarray:
-        return c * cols["x_velocity"] + s * cols["y_velocity"] - POINT_CTRL_COST * _squared_norm(
-            cols["actions"]
+        return (
+            c * cols["x_velocity"]
+            + s * cols["y_velocity"]
+            - POINT_CTRL_COST * _squared_norm(cols["actions"])
         )
 
     return TaskSpec(
@@ -169,9 +171,7 @@ def get_task(name: str) -> TaskSpec:
         match = pattern.fullmatch(name)
         if match:
             return make(float(match.group(1)))
-    raise UdgError(
-        f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}"
-    )
+    raise UdgError(f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}")
 
 
 def example_tasks() -> list[TaskSpec]:

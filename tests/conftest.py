@@ -1,0 +1,44 @@
+"""Shared fixtures: small real datasets collected once per session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+warnings.filterwarnings("ignore", message=".*settotalmass.*")
+
+
+@pytest.fixture(scope="session")
+def point_episodes():
+    from udg.data.collect import collect_episodes, uniform_random_policy
+    from udg.envs import make_env
+
+    env = make_env("point", max_episode_steps=50)
+    policy = uniform_random_policy(env.action_space, np.random.default_rng(0))
+    return collect_episodes(env, policy, 500, seed=0)
+
+
+@pytest.fixture
+def point_root(tmp_path, point_episodes):
+    """A Minari root holding three point datasets with distinct drifts."""
+    from udg.data.dataset import Episode
+    from udg.data.minari_io import dataset_id_for, write_dataset
+
+    for name, shift in [("a", 0.0), ("b", 1.0), ("c", -1.0)]:
+        episodes = [
+            Episode(
+                observations=e.observations,
+                actions=e.actions,
+                rewards=e.rewards,
+                terminations=e.terminations,
+                truncations=e.truncations,
+                infos={**e.infos, "x_velocity": e.infos["x_velocity"] + shift},
+            )
+            for e in point_episodes
+        ]
+        write_dataset(episodes, tmp_path, dataset_id_for("point", name), "point")
+    return tmp_path

@@ -1,0 +1,95 @@
+"""The command line: every subcommand in-process, and bad input as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from udg.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tasks_lists_envs_and_formulas(capsys):
+    code, out, _ = run(capsys, "tasks", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    assert set(listing["envs"]) == {"point", "ant", "halfcheetah"}
+    names = {t["name"] for t in listing["tasks"]}
+    assert {"ant-angle-0", "ant-angle-300", "cheetah-jump", "cheetah-crawl", "cheetah-run"} <= names
+    code, out, _ = run(capsys, "tasks")
+    assert code == 0 and "cheetah-jump" in out and "min(v_x, 3)" in out
+
+
+def test_collect_list_show_rank(capsys, tmp_path):
+    root = tmp_path / "ds"
+    for seed in ("1", "2"):
+        code, out, err = run(
+            capsys,
+            "collect-random",
+            "--env",
+            "point",
+            "--steps",
+            "300",
+            "--seed",
+            seed,
+            "--out",
+            str(root),
+            "--max-episode-steps",
+            "50",
+        )
+        assert code == 0, err
+        assert "6 episodes, 300 transitions" in out
+    code, out, _ = run(capsys, "datasets", "list", str(root), "--json")
+    rows = json.loads(out)
+    assert [r["id"] for r in rows] == ["udg/point/random-s1-v0", "udg/point/random-s2-v0"]
+    assert all(r["transitions"] == 300 and r["env"] == "point" for r in rows)
+    code, out, _ = run(capsys, "datasets", "show", str(root / "udg/point/random-s1-v0"), "--json")
+    shown = json.loads(out)
+    assert shown["episodes"] == 6 and shown["udg"]["kind"] == "random"
+    code, out, _ = run(capsys, "rank", "--task", "point-angle-90", str(root), "--json")
+    ranking = json.loads(out)["ranking"]
+    assert [r["rank"] for r in ranking] == [1, 2]
+    assert ranking[0]["score"] >= ranking[1]["score"]
+    code, out, _ = run(capsys, "rank", "--task", "point-angle-90", str(root))
+    assert code == 0 and "random-s1-v0" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["collect-random", "--env", "hopper"], "unknown env 'hopper'; known: ant, halfcheetah"),
+        (["collect-random", "--steps", "0"], "--steps must be positive"),
+        (["collect-random", "--steps", "-5"], "--steps must be positive"),
+        (["rank", "--task", "nope", "."], "unknown task 'nope'"),
+        (["rank", "--task", "point-angle-0", "/no/such/dir"], "no such file or folder"),
+        (["datasets", "show", "/no/such/dir"], "not a Minari dataset"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("udg: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_rank_with_task_of_other_env(capsys, point_root):
+    code, _, err = run(capsys, "rank", "--task", "ant-angle-0", str(point_root))
+    assert code == 2 and "is for env ant" in err
+
+
+def test_collect_refuses_to_overwrite(capsys, point_root):
+    code, _, err = run(capsys, "collect-random", "--name", "a", "--out", str(point_root))
+    assert code == 2 and "exists already" in err
+
+
+def test_debug_shows_the_traceback():
+    from udg.errors import UdgError
+
+    with pytest.raises(UdgError):
+        main(["--debug", "collect-random", "--env", "hopper"])

@@ -1,0 +1,83 @@
+"""Environments: Gymnasium's checker, the info schema, dynamics and termination rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from udg.envs import ENVS, get_env_spec, make_env
+from udg.envs.mujoco import ant_terminated
+from udg.errors import UdgError
+
+
+@pytest.mark.parametrize("name", list(ENVS))
+def test_env_passes_gymnasium_checker(name):
+    env = make_env(name)
+    check_env(env.unwrapped if name == "point" else env.env, skip_render_check=True)
+
+
+@pytest.mark.parametrize("name", list(ENVS))
+def test_info_schema_is_fixed_and_complete(name):
+    spec = get_env_spec(name)
+    env = make_env(name)
+    _, info = env.reset(seed=0)
+    assert sorted(info) == sorted(spec.info_columns)
+    assert set(spec.feature_columns) <= set(spec.info_columns)
+    for _ in range(3):
+        _, _, _, _, info = env.step(env.action_space.sample())
+        assert sorted(info) == sorted(spec.info_columns)
+        assert all(isinstance(v, float) for v in info.values())
+
+
+def test_point_dynamics_have_inertia_and_terminal_speed():
+    env = make_env("point", max_episode_steps=500)
+    env.reset(seed=0)
+    speeds = []
+    for _ in range(200):
+        obs, *_ = env.step(np.array([1.0, 0.0], dtype=np.float32))
+        speeds.append(obs[2])
+    assert 0 < speeds[0] < speeds[10] < speeds[-1]
+    unwrapped = env.unwrapped
+    assert speeds[-1] == pytest.approx(unwrapped.force_scale / unwrapped.damping, rel=1e-3)
+
+
+def test_point_time_limit_truncates():
+    env = make_env("point", max_episode_steps=7)
+    env.reset(seed=0)
+    flags = [env.step(env.action_space.sample())[2:4] for _ in range(7)]
+    assert flags[-1] == (False, True)
+    assert all(f == (False, False) for f in flags[:-1])
+
+
+def test_ant_termination_rule_matches_env():
+    env = make_env("ant", max_episode_steps=300)
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    agree = 0
+    for _ in range(300):
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 8).astype(np.float32))
+        assert bool(ant_terminated(obs[None])[0]) == terminated
+        agree += 1
+        if terminated or truncated:
+            obs, _ = env.reset()
+    # Synthetic states on both sides of the healthy band, and a non-finite one.
+    states = np.zeros((4, 105))
+    states[:, 0] = [0.1, 0.5, 1.2, 0.5]
+    states[3, 5] = np.nan
+    np.testing.assert_array_equal(ant_terminated(states), [True, False, True, True])
+
+
+def test_termination_rule_runs_under_jax():
+    import jax.numpy as jnp
+
+    states = jnp.zeros((2, 105)).at[:, 0].set(jnp.array([0.1, 0.5]))
+    out = ant_terminated(states, xp=jnp)
+    assert out.tolist() == [True, False]
+
+
+def test_unknown_env_lists_known():
+    with pytest.raises(UdgError, match="known: ant, halfcheetah, point"):
+        make_env("hopper")
+    with pytest.raises(UdgError, match="positive"):
+        make_env("point", max_episode_steps=0)
