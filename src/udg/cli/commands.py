@@ -196,3 +196,176 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
             str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes), str(r.num_transitions)
         )
     stdout.print(table)
+
+
+def generate(args) -> None:
+    """``udg generate``: preset, overrides, run with a progress bar, summary table."""
+    import dataclasses
+
+    from udg.cli.progress import progress_bar
+    from udg.experiments.generate import plot_run_coverage, run_generate
+    from udg.experiments.generate_config import generate_preset
+
+    config = generate_preset(args.env, args.scale)
+    overrides = {
+        "num_agents": args.agents,
+        "steps": args.steps,
+        "task": args.task,
+        "w_div": args.w_div,
+        "seed": args.seed,
+        "episode_length": args.episode_length,
+        "warmup_steps": args.warmup_steps,
+        "features": args.features,
+        "final_rollouts": args.final_rollouts,
+    }
+    w_task = args.w_task
+    if w_task is None and args.task is not None and args.w_div == 0:
+        w_task = 1.0
+    overrides["w_task"] = w_task
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.reward_scale is not None:
+        config = dataclasses.replace(
+            config, diversity=dataclasses.replace(config.diversity, reward_scale=args.reward_scale)
+        )
+    if config.num_agents == 1 and args.w_div is None:
+        config = dataclasses.replace(config, w_div=0.0)
+    config = config.validated()
+    total = config.rounds * config.episode_length
+    k = config.num_agents
+    with progress_bar(f"generate {config.env} K={k}", total=total, unit="steps") as bar:
+
+        def on_round(round_done: int, row: dict) -> None:
+            returns = [row[f"return_{i}"] for i in range(k)]
+            distance = [row[f"nearest_distance_{i}"] for i in range(k)]
+            bar.update(
+                min(round_done * config.episode_length, total),
+                ret=float(np.mean(returns)),
+                min_ret=float(np.min(returns)),
+                nearest_w=float(np.nanmean(distance)) if config.w_div > 0 else "-",
+            )
+
+        generator, paths = run_generate(config, args.out, on_round)
+    if config.feature_columns and len(config.feature_columns) >= 2:
+        plot_run_coverage(args.out)
+    from udg.data.minari_io import read_metadata
+
+    table = Table(title=f"generate {config.env}: {len(paths)} datasets in {args.out}")
+    for col in ("dataset", "episodes", "transitions", "mean return, last 10 episodes"):
+        table.add_column(col)
+    rows = generator.metrics[-10:]
+    for i, path in enumerate(paths):
+        meta = read_metadata(path)
+        last = np.mean([r[f"return_{i}"] for r in rows]) if rows else float("nan")
+        table.add_row(
+            str(path), str(meta["total_episodes"]), str(meta["total_steps"]), f"{last:.2f}"
+        )
+    stdout.print(table)
+    stdout.print(f"coverage figure: {Path(args.out) / 'coverage.png'}")
+
+
+def print_ranking(ranking, task) -> None:
+    table = Table(title=f"datasets ranked for {task.name}")
+    for col in ("rank", "dataset", "mean return", "episodes", "transitions"):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in ranking:
+        table.add_row(
+            str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes), str(r.num_transitions)
+        )
+    stdout.print(table)
+
+
+def offline(args) -> None:
+    """``udg offline``: preset, overrides, progress bars, the result."""
+    import dataclasses
+
+    from udg.cli.progress import progress_bar
+    from udg.data.minari_io import load_datasets
+    from udg.envs import get_task
+    from udg.experiments.offline import OfflineConfig, run_offline
+    from udg.experiments.offline_config import mopo_preset
+
+    task = get_task(args.task)
+    datasets = load_datasets(args.data)
+    if datasets[0].env != task.env:
+        raise UdgError(
+            f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
+        )
+    preset = mopo_preset(task.env, args.scale)
+    overrides = {
+        "epochs": args.epochs,
+        "rollout_length": args.rollout_length,
+        "penalty_coef": args.penalty_coef,
+        "penalty": args.penalty,
+        "eval_episodes": args.eval_episodes,
+    }
+    try:
+        mopo = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
+        raise UdgError(str(err)) from None
+    config = OfflineConfig(
+        task=task.name,
+        select=args.select,
+        seed=args.seed,
+        eval_episode_length=args.eval_episode_length,
+        mopo=mopo,
+    )
+    bars = {}
+
+    def on_model_epoch(epoch: int, losses) -> None:
+        bars["model"].update(epoch, holdout_mse=float(np.mean(losses)))
+
+    with progress_bar("dynamics", total=mopo.dynamics.max_epochs or 0, unit="epochs") as bar:
+        bars["model"] = bar
+        with progress_bar("MOPO", total=mopo.epochs, unit="epochs") as policy_bar:
+            last = {}
+
+            def on_epoch(epoch: int, row: dict) -> None:
+                last.update({k: row[k] for k in ("eval_return", "q", "uncertainty") if k in row})
+                policy_bar.update(epoch, **{k: float(v) for k, v in last.items()})
+
+            result = run_offline(
+                config,
+                args.data,
+                args.out,
+                datasets=datasets,
+                on_ranking=lambda r: None if args.json else print_ranking(r, task),
+                on_model_epoch=on_model_epoch,
+                on_epoch=on_epoch,
+                model_path=args.model,
+            )
+    if args.json:
+        _print_json(result)
+        return
+    stdout.print(
+        f"{task.name}, {args.select} data ({result['selected']}, "
+        f"{result['selected_transitions']} transitions, data mean return "
+        f"{result['data_mean_return']:.2f}): MOPO last {result['last_return']:.2f} "
+        f"+- {result['last_std']:.2f}, best {result['best_return']:.2f} "
+        f"(epoch {result['best_epoch']}); {result['wall_seconds']:.0f} s; {args.out}/result.json"
+    )
+
+
+def pipeline(experiment: str, args) -> None:
+    """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
+    from udg.experiments.pipeline import PipelineConfig, run_pipeline
+    from udg.experiments.report import columns, findings, headline_rows, paper_rows
+
+    config = PipelineConfig(experiment=experiment, scale=args.scale, seed=args.seed,
+                            seeds=args.seeds)
+    summary = run_pipeline(config, args.out, executor=args.executor, address=args.address,
+                           log=lambda m: stdout.print(f"[dim]{m}[/dim]"))
+    header = ["task"] + [label for _, label in columns(summary)]
+    for title, rows in [("MOPO return (last evaluation)", headline_rows(summary)),
+                        ("the paper's numbers", paper_rows(summary) if summary["paper"] else [])]:
+        if not rows:
+            continue
+        table = Table(title=title)
+        for col in header:
+            table.add_column(col, justify="left" if col == "task" else "right")
+        for row in rows:
+            table.add_row(*row)
+        stdout.print(table)
+    for line in findings(summary):
+        stdout.print(f"- {line}")
+    stdout.print(f"report: {Path(args.out) / 'report.html'} and report.md "
+                 f"({summary['wall_seconds']:.0f} s)")

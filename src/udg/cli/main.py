@@ -122,11 +122,173 @@ class Rank:
         commands.rank_datasets(self.datasets, self.task, as_json=self.json)
 
 
+@dataclass(frozen=True)
+class Generate:
+    """Stage 1: train K diverse SAC agents at once and write one Minari dataset per agent.
+
+    Rerun the same command after an interruption to resume; the datasets then equal those of an
+    uninterrupted run. --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
+    """
+
+    out: Path
+    """Run folder (created; an existing run with the same config is resumed)."""
+    env: str = "point"
+    """Environment (see `udg tasks`)."""
+    scale: str = "demo"
+    """Preset: demo (point in minutes), small (MuJoCo in hours on 2 cores) or paper."""
+    agents: int | None = None
+    """K, the number of agents (default: the preset's)."""
+    steps: int | None = None
+    """Environment steps per agent (default: the preset's)."""
+    task: str | None = None
+    """A known task whose reward is mixed in with weight --w-task."""
+    w_task: float | None = None
+    """Weight of the task reward (default 0, or 1 when --task is given with --w-div 0)."""
+    w_div: float | None = None
+    """Weight of the diversity reward (default 1)."""
+    seed: int = 0
+    """Seed of everything."""
+    episode_length: int | None = None
+    """Episode time limit T (default: the preset's)."""
+    warmup_steps: int | None = None
+    """Random-action steps per agent before learning (default: the preset's)."""
+    reward_scale: float | None = None
+    """Scale of the diversity reward (default: the preset's)."""
+    features: tuple[str, ...] | None = None
+    """Info columns forming the diversity features (default: the env's)."""
+    final_rollouts: int | None = None
+    """Extra episodes of each final policy per dataset (default 0)."""
+
+    def run(self) -> None:
+        from udg.cli import commands
+
+        commands.generate(self)
+
+
+@dataclass(frozen=True)
+class PlotCoverage:
+    """Draw the coverage figure (the agents' trajectories in feature space) of a generate run."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The generate run folder."""
+
+    def run(self) -> None:
+        from udg.experiments.generate import plot_run_coverage
+
+        print(plot_run_coverage(self.run_dir))
+
+
+@dataclass(frozen=True)
+class Offline:
+    """Stage 2: relabel datasets for a task, rank and select them, train MOPO, evaluate.
+
+    Rerun the same command after an interruption to resume. Works on any Minari dataset of a
+    known env, e.g. `udg offline --data RUN/datasets --task point-angle-60 --out OUT`.
+    """
+
+    data: tuple[Path, ...]
+    """Dataset folders, Minari roots or run folders."""
+    task: str
+    """Downstream task (see `udg tasks`)."""
+    out: Path
+    """Output folder (model, policy, learning curve, result.json)."""
+    select: str = "top1"
+    """Selection: top1 (UDG's rule), top2, top:K or all."""
+    scale: str = "demo"
+    """MOPO preset: demo, small or paper."""
+    seed: int = 0
+    """Seed of the model, policy and evaluation."""
+    epochs: int | None = None
+    """Policy epochs (default: the preset's)."""
+    rollout_length: int | None = None
+    """Model rollout horizon h (default: the env's preset)."""
+    penalty_coef: float | None = None
+    """Uncertainty penalty lambda (default: the env's preset)."""
+    penalty: str | None = None
+    """max_sigma (MOPO's) or disagreement."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation (default: the preset's)."""
+    eval_episode_length: int | None = None
+    """Time limit of evaluation episodes (default: the env's)."""
+    model: Path | None = None
+    """Reuse this saved dynamics model (model.msgpack of an earlier run) instead of fitting."""
+    json: bool = False
+    """Print result.json instead of a summary."""
+
+    def run(self) -> None:
+        from udg.cli import commands
+
+        commands.offline(self)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The whole UDG pipeline on the point env: diverse data, baselines, MOPO on six tasks,
+    the W1 theory check, and a report (results.json, report.md, report.html)."""
+
+    out: Path = Path("runs/demo")
+    """Run folder (rerun to resume; finished steps are skipped)."""
+    scale: str = "demo"
+    """Preset scale (demo runs in minutes on 2 cores)."""
+    seed: int = 0
+    """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
+    seeds: int = 1
+    """MOPO seeds per cell."""
+    executor: str = "local"
+    """Where MOPO cells run: local (in-process) or ray."""
+    address: str | None = None
+    """Address of an existing Ray cluster (default: start a local one)."""
+
+    def run(self) -> None:
+        from udg.cli import commands
+
+        commands.pipeline("demo", self)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Reproduce a paper experiment: ant-angle (six directions; top-1/top-2/all, random,
+    supervised ant-angle-0) or cheetah (jump and crawl; random, UDG top-1, supervised
+    cheetah-run). Resumable cell by cell; writes a table beside the paper's numbers."""
+
+    name: tyro.conf.Positional[str]
+    """ant-angle or cheetah."""
+    out: Path | None = None
+    """Run folder (default runs/<name>-<scale>)."""
+    scale: str = "small"
+    """demo, small (hours on 2 cores) or paper."""
+    seed: int = 0
+    """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
+    seeds: int = 3
+    """MOPO seeds per cell."""
+    executor: str = "local"
+    """Where MOPO cells run: local (in-process) or ray."""
+    address: str | None = None
+    """Address of an existing Ray cluster (default: start a local one)."""
+
+    def run(self) -> None:
+        import dataclasses
+
+        from udg.cli import commands
+        from udg.experiments.pipeline import get_experiment
+
+        if self.name == "demo":
+            raise UdgError("use `udg demo` for the demo")
+        get_experiment(self.name)
+        out = self.out or Path("runs") / f"{self.name}-{self.scale}"
+        commands.pipeline(self.name, dataclasses.replace(self, out=out))
+
+
 Command = (
     Annotated[Tasks, tyro.conf.subcommand("tasks")]
     | Annotated[CollectRandom, tyro.conf.subcommand("collect-random")]
     | Annotated[Datasets, tyro.conf.subcommand("datasets")]
     | Annotated[Rank, tyro.conf.subcommand("rank")]
+    | Annotated[Generate, tyro.conf.subcommand("generate")]
+    | Annotated[PlotCoverage, tyro.conf.subcommand("plot-coverage")]
+    | Annotated[Offline, tyro.conf.subcommand("offline")]
+    | Annotated[Demo, tyro.conf.subcommand("demo")]
+    | Annotated[Experiment, tyro.conf.subcommand("experiment")]
 )
 
 

@@ -1,0 +1,1 @@
+"""Evaluation of policies in the real environment and the data-distance analysis."""

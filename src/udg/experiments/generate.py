@@ -1,0 +1,486 @@
+"""Stage 1 runner: train K diverse SAC agents and write one dataset per agent.
+
+The imperative shell around the jitted kernels of :mod:`udg.agents.sac` and
+:mod:`udg.diversity.wasserstein`: it steps K environments in lockstep rounds of one episode,
+rewards each finished episode with ``w_task * r_task + w_div * r_div``, feeds the replay, runs
+the population update, and keeps every transition for the datasets. Each round draws its
+randomness from ``(seed, round)`` alone and checkpoints are written at round boundaries (the
+episodes as append-only chunk files, then the learner state), so a killed run rerun with the
+same command continues and produces exactly the datasets of an uninterrupted run. The replay is
+not checkpointed: it holds the whole history, which the chunk files already are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from udg.agents import sac
+from udg.agents.replay import PopulationReplay
+from udg.data.dataset import Episode
+from udg.data.minari_io import dataset_id_for, write_dataset
+from udg.diversity import wasserstein as wd
+from udg.envs.registry import get_env_spec, make_env
+from udg.envs.tasks import get_task
+from udg.errors import UdgError
+from udg.experiments.generate_config import GenerateConfig
+from udg.experiments.runs import (
+    MANIFEST,
+    atomic_savez,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    config_dict,
+    git_revision,
+    load_npz,
+    machine_description,
+    open_run,
+    read_json,
+)
+
+CHECKPOINT = "checkpoint"
+REWARD_PARTS = ("reward_task", "reward_diversity")
+
+
+def _round_seed(seed: int, round_index: int, *more: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, round_index, *more])
+
+
+class _Timer:
+    """Wall time per stage part (env stepping, acting, updates, diversity, writing)."""
+
+    def __init__(self, totals: dict[str, float] | None = None):
+        self.totals = defaultdict(float, totals or {})
+
+    def __call__(self, part: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.totals[part] += time.perf_counter() - self.start
+
+        return _Span()
+
+
+def _episode_arrays(episodes: list[Episode]) -> dict[str, np.ndarray]:
+    """One agent's episodes as flat arrays plus lengths (the chunk-file layout)."""
+    out = {
+        "lengths": np.array([len(e) for e in episodes], np.int64),
+        "observations": np.concatenate([e.observations for e in episodes]),
+        "actions": np.concatenate([e.actions for e in episodes]),
+        "rewards": np.concatenate([e.rewards for e in episodes]),
+        "terminations": np.concatenate([e.terminations for e in episodes]),
+        "truncations": np.concatenate([e.truncations for e in episodes]),
+    }
+    for key in episodes[0].infos:
+        out[f"info/{key}"] = np.concatenate([e.infos[key] for e in episodes])
+    return out
+
+
+def _episodes_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> list[Episode]:
+    lengths = arrays[f"{prefix}lengths"]
+    step_ends = np.cumsum(lengths)
+    obs_ends = np.cumsum(lengths + 1)
+    info_keys = [k[len(prefix) + 5 :] for k in arrays if k.startswith(f"{prefix}info/")]
+    episodes = []
+    for i, t in enumerate(lengths):
+        s0, o0 = step_ends[i] - t, obs_ends[i] - t - 1
+        episodes.append(
+            Episode(
+                observations=arrays[f"{prefix}observations"][o0 : o0 + t + 1],
+                actions=arrays[f"{prefix}actions"][s0 : s0 + t],
+                rewards=arrays[f"{prefix}rewards"][s0 : s0 + t],
+                terminations=arrays[f"{prefix}terminations"][s0 : s0 + t],
+                truncations=arrays[f"{prefix}truncations"][s0 : s0 + t],
+                infos={k: arrays[f"{prefix}info/{k}"][o0 : o0 + t + 1] for k in info_keys},
+            )
+        )
+    return episodes
+
+
+class Generator:
+    """One stage-1 run in a folder: create or resume, run rounds, write datasets."""
+
+    def __init__(self, config: GenerateConfig, out: Path):
+        self.config = config = config.validated()
+        self.out = Path(out)
+        self.envs = [
+            make_env(config.env, max_episode_steps=config.episode_length)
+            for _ in range(config.num_agents)
+        ]
+        space = self.envs[0].observation_space
+        self.obs_dim = space.shape[0]
+        self.act_space = self.envs[0].action_space
+        self.act_dim = self.act_space.shape[0]
+        self.tasks = [get_task(name) for name in config.task_names] or None
+        key = jax.random.key(config.seed)
+        self.init_key, self.run_key = jax.random.split(key)
+        self.agents = sac.create_population(
+            config.sac, self.init_key, config.num_agents, self.obs_dim, self.act_dim
+        )
+        self.cache = wd.FeatureCache.create(
+            config.num_agents, config.episode_length, len(config.feature_columns)
+        )
+        capacity = (config.rounds + config.final_rollouts) * config.episode_length
+        self.replay = PopulationReplay(config.num_agents, capacity, self.obs_dim, self.act_dim)
+        self.round = 0
+        self.num_chunks = 0
+        self.pending: list[list[Episode]] = [[] for _ in range(config.num_agents)]
+        self.metrics: list[dict] = []
+        self.timer = _Timer()
+        self.wall_before = 0.0
+        self._start = time.perf_counter()
+        self._reward_fn = jax.jit(
+            lambda key, feats, lengths, cache: wd.diversity_rewards_batch(
+                config.diversity, key, feats, lengths, cache, jnp.arange(config.num_agents)
+            )
+        )
+        self._push = jax.jit(wd.push_batch)
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def _chunk_path(self, index: int) -> Path:
+        return self.checkpoint_dir / f"episodes-{index:05d}.npz"
+
+    def save_checkpoint(self) -> None:
+        with self.timer("writing"):
+            if any(self.pending):
+                arrays = {}
+                for i, episodes in enumerate(self.pending):
+                    for k, v in _episode_arrays(episodes).items():
+                        arrays[f"agent{i}/{k}"] = v
+                atomic_savez(self._chunk_path(self.num_chunks), **arrays)
+                self.num_chunks += 1
+                self.pending = [[] for _ in range(self.config.num_agents)]
+            self._write_metrics()  # before the state: rows past the saved round are dropped
+            atomic_savez(
+                self.checkpoint_dir / "state.npz",
+                agents=np.frombuffer(sac.to_bytes(self.agents), np.uint8),
+                cache_features=np.asarray(self.cache.features),
+                cache_counts=np.asarray(self.cache.counts),
+                cache_pointers=np.asarray(self.cache.pointers),
+                round=np.array(self.round),
+                num_chunks=np.array(self.num_chunks),
+            )
+            self._write_manifest(status="running")
+
+    def load_checkpoint(self) -> bool:
+        state_path = self.checkpoint_dir / "state.npz"
+        if not state_path.exists():
+            return False
+        state = load_npz(state_path)
+        self.agents = sac.from_bytes(self.agents, state["agents"].tobytes())
+        self.cache = wd.FeatureCache(
+            features=jnp.asarray(state["cache_features"]),
+            counts=jnp.asarray(state["cache_counts"]),
+            pointers=jnp.asarray(state["cache_pointers"]),
+        )
+        self.round = int(state["round"])
+        self.num_chunks = int(state["num_chunks"])
+        for episodes in self.iter_chunks():  # the replay is the whole history: rebuild it
+            for i, agent_episodes in enumerate(episodes):
+                for episode in agent_episodes:
+                    self._add_to_replay(i, episode)
+        manifest = read_json(self.out / MANIFEST)
+        self.timer = _Timer(manifest.get("timings", {}))
+        self.wall_before = manifest.get("wall_seconds", 0.0)
+        metrics_path = self.out / "metrics.csv"
+        if metrics_path.exists():
+            rows = list(csv.DictReader(metrics_path.open()))
+            self.metrics = [{k: float(v or "nan") for k, v in r.items()} for r in rows]
+            self.metrics = self.metrics[: self.round]
+        return True
+
+    def iter_chunks(self):
+        """Each committed chunk as a list (per agent) of episode lists."""
+        for index in range(self.num_chunks):
+            arrays = load_npz(self._chunk_path(index))
+            yield [
+                _episodes_from_arrays(arrays, f"agent{i}/") for i in range(self.config.num_agents)
+            ]
+
+    def _write_metrics(self) -> None:
+        if not self.metrics:
+            return
+        buffer = io.StringIO()
+        fields = list(dict.fromkeys(k for row in self.metrics for k in row))
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(self.metrics)
+        atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
+
+    def _write_manifest(self, status: str, extra: dict | None = None) -> None:
+        atomic_write_json(
+            self.out / MANIFEST,
+            {
+                "kind": "generate",
+                "status": status,
+                "config": config_dict(self.config),
+                "seed": self.config.seed,
+                "git_revision": git_revision(),
+                "machine": machine_description(),
+                "rounds_done": self.round,
+                "env_steps_per_agent": self.round * self.config.episode_length,
+                "wall_seconds": self.wall_before + (time.perf_counter() - self._start),
+                "timings": dict(self.timer.totals),
+                **(extra or {}),
+            },
+        )
+
+    # --- one round ---------------------------------------------------------------------
+
+    def _add_to_replay(self, agent: int, episode: Episode) -> None:
+        self.replay.add(
+            agent,
+            episode.observations[:-1].astype(np.float32),
+            episode.actions.astype(np.float32),
+            episode.rewards.astype(np.float32),
+            episode.observations[1:].astype(np.float32),
+            episode.terminations.astype(np.float32),
+        )
+
+    def run_round(self, learn: bool = True) -> dict:
+        """Collect one episode per agent, reward it, store it and (after warm-up) learn."""
+        cfg, k, horizon = self.config, self.config.num_agents, self.config.episode_length
+        round_key = jax.random.fold_in(self.run_key, self.round)
+        act_key, div_key, update_key = jax.random.split(round_key, 3)
+        rng = np.random.default_rng(_round_seed(cfg.seed, self.round))
+        random_phase = self.round * horizon < cfg.warmup_steps
+
+        obs = np.zeros((k, self.obs_dim), np.float32)
+        records = []
+        with self.timer("env stepping"):
+            for i, env in enumerate(self.envs):
+                seed = int(_round_seed(cfg.seed, self.round, i).generate_state(1)[0])
+                o, info = env.reset(seed=seed)
+                obs[i] = o
+                records.append(
+                    {
+                        "obs": [o],
+                        "act": [],
+                        "rew": [],
+                        "term": [],
+                        "trunc": [],
+                        "info": {c: [v] for c, v in info.items()},
+                    }
+                )
+        active = np.ones(k, bool)
+        for t in range(horizon):
+            with self.timer("acting"):
+                if random_phase:
+                    actions = rng.uniform(
+                        self.act_space.low, self.act_space.high, (k, self.act_dim)
+                    )
+                else:
+                    actions = np.asarray(
+                        sac.jit_sample_actions(
+                            self.agents, jnp.asarray(obs[:, None]), jax.random.fold_in(act_key, t)
+                        )
+                    )[:, 0]
+                actions = actions.astype(self.act_space.dtype)
+            with self.timer("env stepping"):
+                for i in np.flatnonzero(active):
+                    o, r, terminated, truncated, info = self.envs[i].step(actions[i])
+                    rec = records[i]
+                    rec["obs"].append(o)
+                    rec["act"].append(actions[i])
+                    rec["rew"].append(r)
+                    rec["term"].append(terminated)
+                    rec["trunc"].append(truncated and not terminated)
+                    for c, v in info.items():
+                        rec["info"][c].append(v)
+                    obs[i] = o
+                    if terminated or truncated:
+                        active[i] = False
+            if not active.any():
+                break
+
+        episodes = self._reward_episodes(records, div_key)
+        for i, episode in enumerate(episodes):
+            self._add_to_replay(i, episode)
+            self.pending[i].append(episode)
+
+        row = {"round": self.round, "env_steps": (self.round + 1) * horizon}
+        row.update(self._episode_metrics(episodes))
+        if learn and not random_phase and cfg.updates_per_step > 0:
+            row.update(self._learn(episodes, update_key, rng))
+        self.round += 1
+        return row
+
+    def _reward_episodes(self, records, div_key) -> list[Episode]:
+        cfg, k, horizon = self.config, self.config.num_agents, self.config.episode_length
+        lengths = np.array([len(r["act"]) for r in records])
+        infos = [{c: np.asarray(v, np.float64) for c, v in r["info"].items()} for r in records]
+        diversity = np.zeros((k, horizon))
+        self._last_nearest = np.full(k, -1)
+        self._last_distance = np.full(k, np.nan)
+        if cfg.w_div > 0:
+            with self.timer("diversity"):
+                feats = np.zeros((k, horizon, len(cfg.feature_columns)), np.float32)
+                for i in range(k):
+                    cols = np.stack([infos[i][c][1:] for c in cfg.feature_columns], axis=-1)
+                    feats[i, : lengths[i]] = cols
+                rewards, info = self._reward_fn(div_key, feats, lengths, self.cache)
+                diversity = np.asarray(rewards, np.float64)
+                self._last_nearest = np.asarray(info["nearest"])
+                distances = np.asarray(info["mean_distances"])
+                self._last_distance = np.where(np.isfinite(distances), distances, np.nan)
+                self._last_distance = np.nanmin(
+                    np.where(np.isnan(self._last_distance), np.inf, self._last_distance), axis=1
+                )
+                self.cache = self._push(self.cache, jnp.arange(k), feats, lengths)
+        episodes = []
+        for i, rec in enumerate(records):
+            t = lengths[i]
+            actions = np.asarray(rec["act"], np.float32)
+            observations = np.asarray(rec["obs"])
+            task_reward = np.zeros(t)
+            if self.tasks is not None:
+                columns = {
+                    "observations": observations[:-1],
+                    "actions": actions,
+                    "next_observations": observations[1:],
+                    **{c: v[1:] for c, v in infos[i].items()},
+                }
+                task_reward = self.tasks[i].reward(columns)
+            reward = cfg.w_task * task_reward + cfg.w_div * diversity[i, :t]
+            episodes.append(
+                Episode(
+                    observations=observations,
+                    actions=actions,
+                    rewards=reward,
+                    terminations=np.asarray(rec["term"], bool),
+                    truncations=np.asarray(rec["trunc"], bool),
+                    infos={
+                        **infos[i],
+                        "reward_task": np.concatenate([[0.0], task_reward]),
+                        "reward_diversity": np.concatenate([[0.0], diversity[i, :t]]),
+                    },
+                )
+            )
+        return episodes
+
+    def _episode_metrics(self, episodes: list[Episode]) -> dict:
+        row = {}
+        for i, e in enumerate(episodes):
+            row[f"return_{i}"] = float(np.sum(e.rewards))
+            row[f"diversity_{i}"] = float(np.mean(e.infos["reward_diversity"][1:]))
+            row[f"task_return_{i}"] = float(np.sum(e.infos["reward_task"][1:]))
+            row[f"nearest_{i}"] = int(self._last_nearest[i])
+            row[f"nearest_distance_{i}"] = float(self._last_distance[i])
+        return row
+
+    def _learn(self, episodes: list[Episode], key, rng: np.random.Generator) -> dict:
+        cfg = self.config
+        steps = max(len(e) for e in episodes)
+        total = int(round(cfg.updates_per_step * steps))
+        metrics = {}
+        with self.timer("updates"):
+            for call, start in enumerate(range(0, total, cfg.updates_per_call)):
+                n = min(cfg.updates_per_call, total - start)
+                batches = self.replay.sample(rng, cfg.sac.batch_size, n)
+                self.agents, metrics = sac.jit_population_update_n(
+                    self.agents, batches, jax.random.fold_in(key, call)
+                )
+            metrics = {k: float(np.mean(v)) for k, v in metrics.items()}
+        return metrics
+
+    # --- the whole run -----------------------------------------------------------------
+
+    def run(self, on_round: Callable[[int, dict], None] | None = None) -> list[Path]:
+        """Run (or finish) the stage; return the dataset folders."""
+        cfg = self.config
+        total_rounds = cfg.rounds + cfg.final_rollouts
+        while self.round < total_rounds:
+            row = self.run_round(learn=self.round < cfg.rounds)
+            self.metrics.append(row)
+            if on_round is not None:
+                on_round(self.round, row)
+            if self.round % cfg.checkpoint_every == 0 or self.round == total_rounds:
+                self.save_checkpoint()
+        return self.write_datasets()
+
+    def write_datasets(self) -> list[Path]:
+        cfg = self.config
+        per_agent: list[list[Episode]] = [[] for _ in range(cfg.num_agents)]
+        for chunk in self.iter_chunks():
+            for i, episodes in enumerate(chunk):
+                per_agent[i].extend(episodes)
+        paths = []
+        with self.timer("writing"):
+            for i, episodes in enumerate(per_agent):
+                paths.append(
+                    write_dataset(
+                        episodes,
+                        self.out / "datasets",
+                        dataset_id_for(cfg.env, f"agent-{i}"),
+                        cfg.env,
+                        max_episode_steps=cfg.episode_length,
+                        algorithm="udg-wurl-sac" if cfg.w_div > 0 else "sac",
+                        description=f"agent {i} of {cfg.num_agents}: its whole replay history",
+                        udg_metadata={
+                            "kind": "generate",
+                            "agent": i,
+                            "run": str(self.out),
+                            "w_task": cfg.w_task,
+                            "w_div": cfg.w_div,
+                            "task": cfg.task_names[i] if cfg.task_names else None,
+                        },
+                        overwrite=True,  # a rerun after a crash mid-write replaces partial sets
+                    )
+                )
+        atomic_write_bytes(self.out / "agents.msgpack", sac.to_bytes(self.agents))
+        self._write_manifest(status="complete", extra={"datasets": [str(p) for p in paths]})
+        return paths
+
+
+def run_generate(
+    config: GenerateConfig, out: Path, on_round: Callable[[int, dict], None] | None = None
+) -> tuple[Generator, list[Path]]:
+    """Create or resume the run in ``out`` and run it to the end."""
+    config = config.validated()
+    manifest = open_run(out, "generate", config_dict(config))
+    generator = Generator(config, out)
+    if manifest is not None and manifest.get("status") == "complete":
+        return generator, [Path(p) for p in manifest.get("datasets", [])]
+    if not generator.load_checkpoint():
+        generator._write_manifest(status="running")
+    return generator, generator.run(on_round)
+
+
+def plot_run_coverage(run: Path) -> Path:
+    """Draw ``coverage.png`` of a finished generate run from its datasets."""
+    from udg.data.minari_io import find_datasets, load_dataset
+    from udg.experiments.plots import plot_coverage
+
+    run = Path(run)
+    manifest = read_json(run / MANIFEST)
+    if manifest.get("kind") != "generate" or manifest.get("status") != "complete":
+        raise UdgError(f"{run} is not a finished generate run")
+    config = manifest["config"]
+    features = config.get("features") or list(get_env_spec(config["env"]).feature_columns)
+    if len(features) < 2:
+        raise UdgError("the coverage figure needs at least two feature columns")
+    trajectories, labels = [], []
+    for path in find_datasets([run / "datasets"]):
+        data = load_dataset(path)
+        feats = np.stack([data.infos[c] for c in features[:2]], axis=-1)
+        trajectories.append([feats[data.episode(e)] for e in range(data.num_episodes)])
+        labels.append(path.name.removesuffix("-v0"))
+    title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"
+    return plot_coverage(trajectories, labels, features[:2], run / "coverage.png", title=title)

@@ -1,0 +1,55 @@
+"""MOPO's settings at the three scales, per environment.
+
+``paper`` is SPEC section 5 as written (50k rollouts every 1000 updates, 3000 epochs, 7x4x200
+ensemble). ``small`` keeps the algorithm and network sizes but cuts rollouts and epochs so that
+a MuJoCo cell fits in minutes on 2 cores; ``demo`` shrinks the networks too, for the point env.
+The rollout horizon h and penalty lambda are per environment, within MOPO's published ranges:
+h = 5 everywhere; lambda = 1 for point and ant, 0.5 for halfcheetah (MOPO's HalfCheetah value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from udg.agents.sac import SACConfig
+from udg.envs.registry import get_env_spec
+from udg.errors import UdgError
+from udg.experiments.generate_config import SCALES
+from udg.offline.ensemble import DynamicsConfig
+from udg.offline.mopo import MOPOConfig
+
+PENALTY_COEF = {"point": 1.0, "ant": 1.0, "halfcheetah": 0.5}
+ROLLOUT_LENGTH = {"point": 5, "ant": 5, "halfcheetah": 5}
+
+
+def mopo_preset(env: str, scale: str) -> MOPOConfig:
+    """MOPO's config for ``env`` at ``scale``."""
+    get_env_spec(env)
+    if scale not in SCALES:
+        raise UdgError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
+    base = MOPOConfig(rollout_length=ROLLOUT_LENGTH[env], penalty_coef=PENALTY_COEF[env])
+    if scale == "paper":
+        return base
+    if scale == "small":
+        return dataclasses.replace(
+            base,
+            rollout_batch_size=10_000,
+            epochs=60,
+            eval_every=10,
+            eval_episodes=5,
+            dynamics=dataclasses.replace(base.dynamics, max_epochs=60),
+        )
+    return dataclasses.replace(
+        base,
+        rollout_batch_size=2_000,
+        rollout_freq=250,
+        epochs=16,
+        steps_per_epoch=250,
+        eval_every=4,
+        eval_episodes=5,
+        checkpoint_every=4,
+        sac=SACConfig(hidden_dims=(64, 64)),
+        dynamics=DynamicsConfig(
+            hidden_dims=(64, 64, 64), weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4), max_epochs=30
+        ),
+    )

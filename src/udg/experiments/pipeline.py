@@ -1,0 +1,342 @@
+"""The whole UDG pipeline with its baselines and the theory check: ``udg demo`` and
+``udg experiment``.
+
+Stage 1 trains K diverse agents (the UDG data). Two baselines come beside it: uniformly random
+actions with as many transitions as UDG's total, and supervised data, the replay history of one
+SAC agent trained on a known task. The supervised agent is trained in one population with an
+expert per downstream task (one task per agent); the experts' last episodes are the expert data
+of the W1 theory check. For each downstream task, MOPO then trains on UDG's selections and on
+the baselines, cell by cell (a finished cell is never recomputed), and the report compares them
+in the paper's format beside the paper's numbers. Rerunning the command resumes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from udg.data.collect import collect_episodes, uniform_random_policy
+from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
+from udg.data.relabel import select
+from udg.envs.registry import make_env
+from udg.envs.tasks import PAPER_ANGLES, get_task
+from udg.errors import UdgError, unknown_name
+from udg.evaluation import theory
+from udg.experiments.generate import plot_run_coverage, run_generate
+from udg.experiments.generate_config import GenerateConfig, generate_preset
+from udg.experiments.grid import Cell, run_cells
+from udg.experiments.offline import OfflineConfig
+from udg.experiments.offline_config import mopo_preset
+from udg.experiments.runs import atomic_write_json, git_revision, machine_description
+from udg.offline.mopo import MOPOConfig
+
+EXPERT_EPISODES = 10
+"""Episodes at the end of an expert's replay taken as the task's expert data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    """One experiment of the paper (or the demo): env, downstream tasks, data compared."""
+
+    name: str
+    env: str
+    tasks: tuple[str, ...]
+    """Downstream tasks, each a row of the table."""
+    selections: tuple[str, ...]
+    """Selection rules applied to the UDG buffers (columns ``udg-<rule>``)."""
+    supervised_task: str
+    """Task of the supervised baseline's SAC agent."""
+    paper: dict = dataclasses.field(default_factory=dict)
+    """The paper's numbers: ``paper[task][column] = "mean ± std"``."""
+
+
+EXPERIMENTS: dict[str, ExperimentSpec] = {
+    "demo": ExperimentSpec(
+        name="demo",
+        env="point",
+        tasks=tuple(f"point-angle-{a}" for a in PAPER_ANGLES),
+        selections=("top1", "top2", "all"),
+        supervised_task="point-angle-0",
+    ),
+    "ant-angle": ExperimentSpec(
+        name="ant-angle",
+        env="ant",
+        tasks=tuple(f"ant-angle-{a}" for a in PAPER_ANGLES),
+        selections=("top1", "top2", "all"),
+        supervised_task="ant-angle-0",
+        paper={
+            "ant-angle-0": {
+                "udg-top1": "1236.26 ± 247",
+                "udg-top2": "1437.24 ± 31",
+                "udg-all": "989.13 ± 65",
+            },
+            "ant-angle-60": {
+                "udg-top1": "910.70 ± 121",
+                "udg-top2": "1285.31 ± 66",
+                "udg-all": "593.88 ± 434",
+            },
+        },
+    ),
+    "cheetah": ExperimentSpec(
+        name="cheetah",
+        env="halfcheetah",
+        tasks=("cheetah-jump", "cheetah-crawl"),
+        selections=("top1",),
+        supervised_task="cheetah-run",
+        paper={
+            "cheetah-jump": {"random-all": "1152.98 ± 120", "udg-top1": "1721.25 ± 56"},
+            "cheetah-crawl": {"random-all": "1239.00 ± 57", "udg-top1": "1348.19 ± 274"},
+        },
+    ),
+}
+"""The experiments ``udg experiment`` runs (``demo`` is ``udg demo``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How to run an experiment: scale, seeds, and optional stage-1 override."""
+
+    experiment: str = "demo"
+    """Name in :data:`EXPERIMENTS`."""
+    scale: str = "demo"
+    """Preset scale of every stage."""
+    seed: int = 0
+    """Seed of data generation; MOPO cells use seeds ``seed .. seed + seeds - 1``."""
+    seeds: int = 1
+    """MOPO seeds per cell."""
+    generate: GenerateConfig | None = None
+    """Stage-1 config (None: the scale's preset)."""
+    mopo: MOPOConfig | None = None
+    """MOPO config of every cell (None: the scale's preset)."""
+    tasks: tuple[str, ...] | None = None
+    """A subset of the experiment's tasks (None: all)."""
+
+
+def _random_dataset(env: str, steps: int, episode_length: int, seed: int, root: Path) -> Path:
+    dataset_id = dataset_id_for(env, "random")
+    path = root / dataset_id
+    if path.exists():
+        return path
+    gym_env = make_env(env, max_episode_steps=episode_length)
+    policy = uniform_random_policy(gym_env.action_space, np.random.default_rng(seed))
+    episodes = collect_episodes(gym_env, policy, steps, seed=seed)
+    return write_dataset(
+        episodes,
+        root,
+        dataset_id,
+        env,
+        max_episode_steps=episode_length,
+        algorithm="uniform-random",
+        udg_metadata={"kind": "random"},
+    )
+
+
+def get_experiment(name: str) -> ExperimentSpec:
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise unknown_name("experiment", name, EXPERIMENTS) from None
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    out: Path,
+    executor: str = "local",
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) the experiment in ``out``; returns what it wrote to results.json."""
+    spec = get_experiment(config.experiment)
+    if config.seeds < 1:
+        raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
+    out = Path(out)
+    start = time.perf_counter()
+    gen = config.generate or dataclasses.replace(
+        generate_preset(spec.env, config.scale), seed=config.seed
+    )
+    tasks = list(config.tasks or spec.tasks)
+    unknown = [t for t in tasks if t not in spec.tasks]
+    if unknown:
+        raise UdgError(f"task(s) {', '.join(unknown)} are not part of experiment {spec.name}")
+    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
+
+    log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
+    run_generate(gen, out / "udg")
+    plot_run_coverage(out / "udg")
+    log(
+        f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once "
+        f"(supervised data: {spec.supervised_task}; the others are the theory check's experts)"
+    )
+    experts_config = dataclasses.replace(
+        gen,
+        num_agents=len(expert_tasks),
+        agent_tasks=tuple(expert_tasks),
+        task=None,
+        w_task=1.0,
+        w_div=0.0,
+    )
+    run_generate(experts_config, out / "experts")
+    total = gen.num_agents * gen.rounds * gen.episode_length
+    log(f"baseline: {total} uniformly random transitions")
+    random_path = _random_dataset(spec.env, total, gen.episode_length, config.seed, out / "random")
+
+    udg_paths = [
+        out / "udg" / "datasets" / dataset_id_for(spec.env, f"agent-{i}")
+        for i in range(gen.num_agents)
+    ]
+    expert_paths = [
+        out / "experts" / "datasets" / dataset_id_for(spec.env, f"agent-{i}")
+        for i in range(len(expert_tasks))
+    ]
+    supervised_path = expert_paths[expert_tasks.index(spec.supervised_task)]
+    sources = {
+        "udg": [str(p) for p in udg_paths],
+        "random": [str(random_path)],
+        "supervised": [str(supervised_path)],
+    }
+    mopo = config.mopo or mopo_preset(spec.env, config.scale)
+    cells = []
+    for task in tasks:
+        for seed in range(config.seed, config.seed + config.seeds):
+            kinds = [("udg", s) for s in spec.selections] + [
+                ("random", "all"),
+                ("supervised", "all"),
+            ]
+            for kind, rule in kinds:
+                name = f"{task}/{kind}-{rule}/seed{seed}"
+                cells.append(
+                    Cell(
+                        name=name,
+                        config=OfflineConfig(
+                            task=task,
+                            select=rule,
+                            seed=seed,
+                            mopo=mopo,
+                            eval_episode_length=None,
+                        ),
+                        data=tuple(sources[kind]),
+                        out=str(out / "offline" / name),
+                    )
+                )
+    log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
+    done = [0]
+
+    def on_done(cell: Cell, result: dict) -> None:
+        done[0] += 1
+        log(f"  [{done[0]}/{len(cells)}] {cell.name}: return {result['last_return']:.1f}")
+
+    results = run_cells(cells, executor=executor, address=address, on_done=on_done)
+
+    log("theory check: exact W1 to expert data")
+    analysis = _theory(
+        config, tasks, udg_paths, random_path, supervised_path, expert_paths, results, cells
+    )
+    summary = {
+        "experiment": spec.name,
+        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gen)},
+        "tasks": tasks,
+        "columns": [f"udg-{s}" for s in spec.selections] + ["random-all", "supervised-all"],
+        "supervised_task": spec.supervised_task,
+        "paper": spec.paper,
+        "cells": {c.name: _cell_summary(results[c.name]) for c in cells},
+        "table": _table(tasks, cells, results),
+        "theory": analysis,
+        "git_revision": git_revision(),
+        "machine": machine_description(),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    atomic_write_json(out / "results.json", summary)
+    from udg.experiments.report import write_report
+
+    write_report(out, summary)
+    return summary
+
+
+def _cell_summary(result: dict) -> dict:
+    keys = (
+        "task",
+        "select",
+        "seed",
+        "selected",
+        "selected_transitions",
+        "data_mean_return",
+        "last_return",
+        "last_std",
+        "best_return",
+        "wall_seconds",
+    )
+    return {k: result[k] for k in keys}
+
+
+def _table(tasks, cells, results) -> dict:
+    """``table[task][column] = {mean, std, n}`` of last returns over seeds."""
+    table: dict = {}
+    for cell in cells:
+        task, column, _ = cell.name.split("/")
+        table.setdefault(task, {}).setdefault(column, []).append(results[cell.name]["last_return"])
+    return {
+        task: {
+            col: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+            for col, v in cols.items()
+        }
+        for task, cols in table.items()
+    }
+
+
+def _theory(
+    config, tasks, udg_paths, random_path, supervised_path, expert_paths, results, cells
+) -> dict:
+    udg = [load_dataset(p) for p in udg_paths]
+    random_data = load_dataset(random_path)
+    supervised = load_dataset(supervised_path)
+    experts = [load_dataset(p) for p in expert_paths]
+    pairs = []
+    per_buffer: dict[str, dict[str, dict[str, float]]] = {"udg": {}, "random": {}, "supervised": {}}
+    for t, task_name in enumerate(tasks):
+        task = get_task(task_name)
+        expert = theory.last_episodes(experts[t], EXPERT_EPISODES)
+        per_buffer["udg"][task_name] = {
+            d.name: theory.w1_to_expert(d, expert, seed=config.seed) for d in udg
+        }
+        per_buffer["random"][task_name] = {
+            "random": theory.w1_to_expert(random_data, expert, seed=config.seed)
+        }
+        per_buffer["supervised"][task_name] = {
+            "supervised": theory.w1_to_expert(supervised, expert, seed=config.seed)
+        }
+        for cell in cells:
+            if not cell.name.startswith(task_name + "/") or not cell.name.endswith(
+                f"seed{config.seed}"
+            ):
+                continue
+            kind = cell.name.split("/")[1]
+            data = {"random": [random_data], "supervised": [supervised]}.get(
+                kind.split("-")[0], udg
+            )
+            selected, _ = select(data, task, cell.config.select)
+            returns = [
+                results[c.name]["last_return"]
+                for c in cells
+                if c.name.rsplit("/", 1)[0] == cell.name.rsplit("/", 1)[0]
+            ]
+            pairs.append(
+                {
+                    "task": task_name,
+                    "data": kind,
+                    "w1": theory.w1_to_expert(selected, expert, seed=config.seed),
+                    "return": float(np.mean(returns)),
+                }
+            )
+    return {
+        "metric": "exact W1 (POT) on state-action vectors (observation ++ action, raw units), "
+        f"subsampled to 1000 points; expert data = the last {EXPERT_EPISODES} "
+        "episodes of a SAC agent trained on the task",
+        "pairs": pairs,
+        "spearman": theory.spearman([p["w1"] for p in pairs], [p["return"] for p in pairs]),
+        "worst_case_proxy": {k: theory.worst_case_proxy(v) for k, v in per_buffer.items()},
+        "per_buffer_w1": per_buffer,
+    }

@@ -1,0 +1,131 @@
+"""Figures: the agents' coverage of feature space, learning curves, bars and scatters.
+
+Matplotlib with the non-interactive Agg backend; every function writes one PNG atomically and
+returns its path. Figures read only files a run wrote (datasets, CSVs), never live objects, so
+they can be redrawn after the fact (``udg plot-coverage RUN``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from udg.experiments.runs import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def plot_coverage(
+    trajectories: Sequence[Sequence[np.ndarray]],
+    labels: Sequence[str],
+    feature_names: Sequence[str],
+    path: Path,
+    title: str = "",
+    last_fraction: float = 0.2,
+) -> Path:
+    """Each agent's episodes in feature space, one colour per agent.
+
+    ``trajectories[i]`` holds agent i's episodes as ``[T, 2]`` feature arrays in collection
+    order; the last ``last_fraction`` of them (the final policies) are drawn bold, the earlier
+    ones faint, so the figure shows both what was explored and where each agent ended up.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    colours = plt.get_cmap("tab10")
+    for i, (episodes, label) in enumerate(zip(trajectories, labels, strict=True)):
+        colour = colours(i % 10)
+        cut = int(len(episodes) * (1 - last_fraction))
+        for j, episode in enumerate(episodes):
+            final = j >= cut
+            ax.plot(
+                episode[:, 0],
+                episode[:, 1],
+                color=colour,
+                lw=1.0 if final else 0.5,
+                alpha=0.8 if final else 0.12,
+                label=label if j == len(episodes) - 1 else None,
+            )
+        if episodes:
+            end = np.stack([e[-1] for e in episodes[cut:]])
+            ax.scatter(end[:, 0], end[:, 1], color=colour, s=6, zorder=3)
+    ax.set_xlabel(feature_names[0])
+    ax.set_ylabel(feature_names[1])
+    ax.set_title(title or "coverage of feature space (bold: last 20% of episodes)")
+    ax.axhline(0, color="grey", lw=0.3)
+    ax.axvline(0, color="grey", lw=0.3)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7, loc="best", ncols=2)
+    return save_figure(fig, path)
+
+
+def plot_learning_curves(
+    steps: np.ndarray, curves: dict[str, np.ndarray], ylabel: str, path: Path, title: str = ""
+) -> Path:
+    """One line per named curve against steps."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in curves.items():
+        ax.plot(steps, values, label=name, lw=1)
+    ax.set_xlabel("steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=2)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_bars(
+    groups: Sequence[str],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Grouped bars with error bars: ``series[name] = (means per group, stds per group)``."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(1, len(series)) / 2), 4))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for j, (name, (means, stds)) in enumerate(series.items()):
+        ax.bar(x + j * width - 0.4 + width / 2, means, width, yerr=stds, label=name, capsize=2)
+    ax.set_xticks(x, groups, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_scatter(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """A scatter coloured by group (e.g. W1 to expert data against offline return)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    colours = plt.get_cmap("tab10")
+    for j, group in enumerate(dict.fromkeys(groups)):
+        mask = np.array([g == group for g in groups])
+        ax.scatter(
+            np.asarray(x)[mask], np.asarray(y)[mask], label=group, color=colours(j % 10), s=18
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)

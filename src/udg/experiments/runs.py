@@ -1,0 +1,156 @@
+"""Run folders: atomic files, manifests, config checks and provenance.
+
+Every long command writes into a run folder. Files are written to a temporary name and moved
+into place, so a killed process leaves either the old or the new version, never half of one.
+The manifest records the config, seed, git revision, machine and timings; rerunning a command
+into a folder that holds a run with a different config is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from udg.errors import UdgError
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file; a damaged file is a :class:`UdgError`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:  # zipfile and numpy raise several types on damaged files
+        raise UdgError(f"cannot read {path}: truncated or corrupt ({type(err).__name__})") from None
+
+
+def _json_default(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def config_dict(config) -> dict:
+    """A config dataclass as plain JSON values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UdgError(f"cannot read {path}: {err}") from None
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two config dicts."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key}")
+    return names
+
+
+def open_run(out: Path, kind: str, config: dict) -> dict | None:
+    """Prepare ``out`` for a run; return the existing manifest when resuming the same run."""
+    out = Path(out)
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        if manifest.get("kind") != kind:
+            raise UdgError(f"{out} holds a {manifest.get('kind')} run, not a {kind} run")
+        differing = config_differences(manifest.get("config", {}), config)
+        if differing:
+            raise UdgError(
+                f"{out} holds a run with a different config ({', '.join(differing[:6])}); "
+                "use another --out or the same settings to resume"
+            )
+        return manifest
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise UdgError(f"{out} exists and is not a udg {kind} run; choose an empty or new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def git_revision() -> str:
+    """The git revision of the udg source tree ("unknown" outside a checkout)."""
+    try:
+        root = Path(__file__).resolve().parents[3]
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if rev.returncode != 0:
+            return "unknown"
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_description() -> dict:
+    """Where a run ran: CPU count, platform, Python, JAX backend."""
+    import jax
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+    }

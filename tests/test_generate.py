@@ -1,0 +1,101 @@
+"""Stage 1 runner: datasets, reward parts, resume equality, baselines and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from tiny_configs import TINY
+
+from udg.data.minari_io import find_datasets, load_dataset
+from udg.envs import get_task
+from udg.errors import UdgError
+from udg.experiments.generate import plot_run_coverage, run_generate
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _datasets(run):
+    return [load_dataset(p) for p in find_datasets([run / "datasets"])]
+
+
+def test_generate_writes_one_dataset_per_agent_with_reward_parts(tmp_path):
+    config = dataclasses.replace(TINY, task="point-angle-0", w_task=0.5, w_div=2.0)
+    _, paths = run_generate(config, tmp_path / "run")
+    assert [p.name for p in paths] == ["agent-0-v0", "agent-1-v0", "agent-2-v0"]
+    for data in _datasets(tmp_path / "run"):
+        assert data.num_transitions == 500 and data.num_episodes == 10
+        parts = data.infos["reward_task"], data.infos["reward_diversity"]
+        np.testing.assert_allclose(data.rewards, 0.5 * parts[0] + 2.0 * parts[1], atol=1e-9)
+        task = get_task("point-angle-0").reward(data.columns())
+        np.testing.assert_allclose(parts[0], task, atol=1e-9)
+        assert (parts[1][data.episode_starts[1] :] > 0).any()  # diversity paid after round 0
+    assert (tmp_path / "run" / "metrics.csv").exists()
+    assert plot_run_coverage(tmp_path / "run").stat().st_size > 1000
+
+
+def test_interrupted_run_resumes_to_identical_datasets(tmp_path):
+    _, _ = run_generate(TINY, tmp_path / "straight")
+
+    def stop_at_round_7(round_done, _row):
+        if round_done == 7:  # the last checkpoint was after round 6
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_generate(TINY, tmp_path / "resumed", stop_at_round_7)
+    assert not (tmp_path / "resumed" / "datasets").exists()
+    run_generate(TINY, tmp_path / "resumed")
+    for a, b in zip(_datasets(tmp_path / "straight"), _datasets(tmp_path / "resumed"), strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        for column in a.infos:
+            np.testing.assert_array_equal(a.infos[column], b.infos[column])
+
+
+def test_rerun_of_finished_run_does_nothing(tmp_path):
+    _, paths = run_generate(TINY, tmp_path / "run")
+    before = paths[0].joinpath("data", "main_data.hdf5").stat().st_mtime_ns
+    _, again = run_generate(TINY, tmp_path / "run")
+    assert again == paths
+    assert paths[0].joinpath("data", "main_data.hdf5").stat().st_mtime_ns == before
+
+
+def test_supervised_baseline_is_plain_sac_on_the_task(tmp_path):
+    config = dataclasses.replace(TINY, num_agents=1, task="point-angle-90", w_task=1.0, w_div=0.0)
+    _, paths = run_generate(config, tmp_path / "sup")
+    (data,) = _datasets(tmp_path / "sup")
+    np.testing.assert_allclose(
+        data.rewards, get_task("point-angle-90").reward(data.columns()), atol=1e-9
+    )
+    assert np.all(data.infos["reward_diversity"] == 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_agents": 1}, "needs at least 2 agents"),
+        ({"features": ("x_position", "height")}, "height not stored by env point"),
+        ({"task": "ant-angle-0", "w_task": 1.0}, "is for env ant, not point"),
+        ({"task": "bogus-task", "w_task": 1.0}, "unknown task"),
+        ({"w_task": 1.0}, "needs --task"),
+        ({"w_div": 0.0}, "nothing to learn"),
+        ({"steps": 0}, "must be positive"),
+        ({"env": "hopper"}, "unknown env"),
+    ],
+)
+def test_bad_settings(tmp_path, changes, message):
+    with pytest.raises(UdgError, match=message):
+        run_generate(dataclasses.replace(TINY, **changes), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_other_config_in_existing_run_is_refused(tmp_path):
+    run_generate(TINY, tmp_path / "run")
+    manifest = (tmp_path / "run" / "manifest.json").read_text()
+    with pytest.raises(UdgError, match=r"different config \(seed\)"):
+        run_generate(dataclasses.replace(TINY, seed=1), tmp_path / "run")
+    assert (tmp_path / "run" / "manifest.json").read_text() == manifest

@@ -1,0 +1,187 @@
+"""Stage 2: the scanned model rollout, MOPO end to end in-process, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tiny_configs import TINY_DYNAMICS, TINY_MOPO
+
+from udg.agents import sac
+from udg.cli.main import main
+from udg.data.dataset import dataset_from_episodes
+from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
+from udg.envs import get_task
+from udg.envs.mujoco import ant_terminated
+from udg.errors import UdgError
+from udg.experiments.offline import OfflineConfig, run_offline
+from udg.offline import dynamics, mopo
+
+
+@pytest.fixture(scope="module")
+def tiny_model(point_episodes):
+    data = dataset_from_episodes("p", "point", point_episodes)
+    model, _ = dynamics.train_dynamics(
+        TINY_DYNAMICS,
+        jax.random.key(0),
+        data.observations,
+        data.actions,
+        data.next_observations,
+        data.rewards,
+    )
+    return data, model
+
+
+def test_scanned_rollout_equals_python_loop(tiny_model):
+    data, model = tiny_model
+    agent = sac.SAC.create(TINY_MOPO.sac, jax.random.key(1), data.obs_dim, data.act_dim)
+    start = jnp.asarray(data.observations[:8])
+    key = jax.random.key(2)
+    scanned = mopo.jit_rollout(agent, model, key, start, 4, "max_sigma", 0.5, ant_terminated)
+    obs, alive = start, jnp.ones(8, bool)
+    for h, step_key in enumerate(jax.random.split(key, 4)):
+        act_key, model_key = jax.random.split(step_key)
+        act = sac.sample_actions_single(agent, obs, act_key)
+        next_obs, raw, pen, unc = dynamics.step(model, model_key, obs, act, "max_sigma", 0.5)
+        np.testing.assert_allclose(scanned["observations"][h], obs, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scanned["rewards"][h], pen, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            scanned["raw_rewards"][h] - scanned["rewards"][h], 0.5 * unc, rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_array_equal(scanned["valid"][h], alive)
+        done = ant_terminated(next_obs, xp=jnp)
+        alive = alive & ~done
+        obs = next_obs
+
+
+def test_rollout_masks_steps_after_termination(tiny_model):
+    data, model = tiny_model
+    agent = sac.SAC.create(TINY_MOPO.sac, jax.random.key(1), data.obs_dim, data.act_dim)
+
+    def terminate_when_x_positive(next_obs, xp=np):
+        return next_obs[..., 0] > 0
+
+    out = mopo.jit_rollout(
+        agent,
+        model,
+        jax.random.key(3),
+        jnp.asarray(data.observations[:32]),
+        5,
+        "max_sigma",
+        1.0,
+        terminate_when_x_positive,
+    )
+    valid, term = np.asarray(out["valid"]), np.asarray(out["terminations"]) > 0
+    for h in range(1, 5):
+        ended = np.any(term[:h] & valid[:h], axis=0)
+        assert not np.any(valid[h] & ended)
+
+
+def test_offline_end_to_end_and_resume(tmp_path, point_root):
+    config = OfflineConfig(
+        task="point-angle-0", select="top2", seed=0, mopo=TINY_MOPO, eval_episode_length=20
+    )
+    result = run_offline(config, [point_root], tmp_path / "run")
+    assert result["selected_transitions"] == 1000
+    assert [r["name"] for r in result["ranking"]][:2] == ["udg/point/b-v0", "udg/point/a-v0"]
+    assert np.isfinite(result["last_return"]) and result["best_return"] >= result["last_return"]
+    for name in (
+        "model.msgpack",
+        "policy.msgpack",
+        "learning_curve.csv",
+        "learning_curve.png",
+        "result.json",
+        "manifest.json",
+    ):
+        assert (tmp_path / "run" / name).exists(), name
+    # A second call returns the stored result without recomputing.
+    again = run_offline(config, [point_root], tmp_path / "run")
+    assert again["last_return"] == result["last_return"]
+
+
+def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root):
+    config = OfflineConfig(
+        task="point-angle-90", select="top1", seed=3, mopo=TINY_MOPO, eval_episode_length=20
+    )
+    straight = run_offline(config, [point_root], tmp_path / "a")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_3(epoch, _row):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_offline(config, [point_root], tmp_path / "b", on_epoch=stop_after_epoch_3)
+    resumed = run_offline(config, [point_root], tmp_path / "b")
+    assert resumed["last_return"] == pytest.approx(straight["last_return"], rel=1e-6)
+
+
+def test_model_from_another_env_is_refused(tmp_path, point_root, tiny_model):
+    _, model = tiny_model
+    dynamics.save_model(model, tmp_path / "ant_model.msgpack", "ant")
+    config = OfflineConfig(task="point-angle-0", mopo=TINY_MOPO)
+    with pytest.raises(UdgError, match="model of env 'ant', expected 'point'"):
+        run_offline(
+            config, [point_root], tmp_path / "run", model_path=tmp_path / "ant_model.msgpack"
+        )
+
+
+def test_env_without_termination_rule_is_refused(tmp_path, point_root, monkeypatch):
+    from udg.envs import registry
+
+    spec = dataclasses.replace(registry.ENVS["point"], terminated=None)
+    monkeypatch.setitem(registry.ENVS, "point", spec)
+    with pytest.raises(UdgError, match="no termination rule"):
+        run_offline(
+            OfflineConfig(task="point-angle-0", mopo=TINY_MOPO), [point_root], tmp_path / "run"
+        )
+
+
+def test_task_needing_missing_columns_is_refused(tmp_path, point_episodes):
+    stripped = [
+        dataclasses.replace(e, infos={"x_position": e.infos["x_position"]}) for e in point_episodes
+    ]
+    write_dataset(stripped, tmp_path / "ds", dataset_id_for("point", "bare"), "point")
+    with pytest.raises(UdgError, match="needs column.*x_velocity"):
+        run_offline(
+            OfflineConfig(task="point-angle-0", mopo=TINY_MOPO), [tmp_path / "ds"], tmp_path / "run"
+        )
+
+
+def test_selection_needing_more_data_than_given(tmp_path, point_root):
+    with pytest.raises(UdgError, match="needs 4 datasets"):
+        run_offline(
+            OfflineConfig(task="point-angle-0", select="top:4", mopo=TINY_MOPO),
+            [point_root],
+            tmp_path / "run",
+        )
+
+
+def test_cli_offline_bad_penalty(capsys, point_root, tmp_path):
+    code = main(
+        [
+            "offline",
+            "--data",
+            str(point_root),
+            "--task",
+            "point-angle-0",
+            "--out",
+            str(tmp_path / "o"),
+            "--penalty",
+            "bogus",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown penalty 'bogus'" in err
+
+
+def test_relabelled_rewards_feed_the_model(point_root):
+    data = load_dataset(point_root / "udg/point/b-v0")
+    task = get_task("point-angle-0")
+    relabelled = task.reward(data.columns())
+    np.testing.assert_allclose(relabelled, data.rewards + 1.0, atol=1e-6)  # shift of dataset b
