@@ -1,6 +1,8 @@
 """Tests of the SAC learner (networks, update, population, serialisation) and of the population
 replay buffer. Tiny networks; the learning test is marked slow."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,8 @@ TINY = sac.SACConfig(hidden_dims=(16, 16), batch_size=BATCH)
 # Every test calls them with the same shapes and config, so one trace each must suffice.
 UPDATE = jax.jit(chex.assert_max_traces(sac.update, n=1))
 UPDATE_N = jax.jit(sac.update_n)
-POPULATION_UPDATE = jax.jit(sac.population_update)
+# vmap explicitly here; POPULATION_UPDATE_N takes the backend default (lax.map on CPU).
+POPULATION_UPDATE = jax.jit(functools.partial(sac.population_update, vectorize=True))
 POPULATION_UPDATE_N = jax.jit(chex.assert_max_traces(sac.population_update_n, n=1))
 
 
@@ -227,6 +230,8 @@ def test_serialisation_round_trip(population):
     restored = sac.from_bytes(template, sac.to_bytes(agents))
     chex.assert_trees_all_equal(restored, agents)
     assert restored.config == TINY
+    with pytest.raises(ValueError, match="shapes"):
+        sac.from_bytes(index(template, 0), sac.to_bytes(agents))
 
 
 def test_config_validation_and_hashability():

@@ -63,32 +63,27 @@ class PopulationReplay:
         `[K, T, ...]` (T steps each). If T exceeds the capacity only the last `capacity`
         transitions are kept, as if they had been added one by one.
         """
-        columns = dict(
-            zip(
-                FIELDS,
-                (observations, actions, rewards, next_observations, terminations),
-                strict=True,
-            )
-        )
+        values = (observations, actions, rewards, next_observations, terminations)
+        columns = {f: np.asarray(v, np.float32) for f, v in zip(FIELDS, values, strict=True)}
         if agent_index is None:
             agent_ids = np.arange(self.num_agents)
-            lead = np.shape(rewards)
+            lead = columns["rewards"].shape
             if len(lead) not in (1, 2) or lead[0] != self.num_agents:
                 raise ValueError(
                     f"rewards must be [K] or [K, T] with K={self.num_agents}, got {lead}"
                 )
             if len(lead) == 1:  # one step for every agent: give it a length-1 time axis
-                columns = {f: np.asarray(v)[:, None] for f, v in columns.items()}
+                columns = {f: v[:, None] for f, v in columns.items()}
         else:
             if not 0 <= agent_index < self.num_agents:
                 raise IndexError(f"agent_index {agent_index} not in [0, {self.num_agents})")
             agent_ids = np.array([agent_index])
-            columns = {f: np.asarray(v)[None] for f, v in columns.items()}
-        num_steps = np.shape(columns["rewards"])[1]
+            columns = {f: v[None] for f, v in columns.items()}
+        num_steps = columns["rewards"].shape[1]
         for field, value in columns.items():
             expected = (len(agent_ids), num_steps, *self._trailing_shape(field))
-            if np.shape(value) != expected:
-                raise ValueError(f"{field} has shape {np.shape(value)}, expected {expected}")
+            if value.shape != expected:
+                raise ValueError(f"{field} has shape {value.shape}, expected {expected}")
         if num_steps == 0:
             return
         skip = max(0, num_steps - self.capacity)  # only the newest `capacity` survive

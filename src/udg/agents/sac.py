@@ -5,12 +5,13 @@ config is a static field, so the jitted functions retrace only when the config o
 change. `update(agent, batch, key) -> (agent, metrics)` performs one SAC step (critic, target
 Polyak average, actor, temperature); `update_n` scans it over N batches per dispatch. The
 population is the same pytree with every leaf stacked on a leading agent axis `[K, ...]`, made
-by `jax.vmap(SAC.create)` and trained by `jax.vmap(update)`; a single agent is K = 1 of the same
-code. Nothing here knows about environments, replay buffers or files; `to_bytes`/`from_bytes`
+by `jax.vmap(SAC.create)` and trained by `jax.vmap(update)` (or, faster on CPU, `lax.map` over
+the agents, with identical results); a single agent is K = 1 of the same code. Nothing here knows about environments, replay buffers or files; `to_bytes`/`from_bytes`
 only turn the pytree into bytes and back. Follows ikostrikov/walk_in_the_park
 `rl/agents/sac/sac_learner.py` and QDax `qdax/baselines/sac_pbt.py`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,7 +31,6 @@ from udg.agents.networks import (
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations")
 
 
 @dataclass(frozen=True)
@@ -304,18 +304,40 @@ def _create_population(
     return jax.vmap(lambda k: SAC.create(config, k, obs_dim, act_dim))(keys)
 
 
-def population_update(agents: SAC, batches: Batch, key: jax.Array) -> tuple[SAC, Metrics]:
+def _over_agents(fn: Callable[..., Any], vectorize: bool | None, *args: Any) -> Any:
+    """`fn` applied to member k of every argument (leading axis K), results stacked on K.
+
+    vectorize=True: `jax.vmap`, one batched kernel for all agents (the right choice on an
+    accelerator). vectorize=False: `jax.lax.map`, the agents one after another inside the same
+    dispatch; on CPU this is faster, because K-batched matmuls of 256-wide layers run well below
+    the throughput of single ones and K agents' parameters and Adam moments no longer fit in
+    cache (see benchmarks/bench_sac.py). None picks False on CPU and True elsewhere. Both give
+    the same numbers as K separate calls.
+    """
+    if vectorize is None:
+        vectorize = jax.default_backend() != "cpu"
+    if vectorize:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda member_args: fn(*member_args), args)
+
+
+def population_update(
+    agents: SAC, batches: Batch, key: jax.Array, *, vectorize: bool | None = None
+) -> tuple[SAC, Metrics]:
     """`update` for every agent on its own batch (`[K, B, ...]`); agent k uses
-    `jax.random.split(key, K)[k]`. Metrics are `[K]`."""
+    `jax.random.split(key, K)[k]`. Metrics are `[K]`. `vectorize`: see `_over_agents`."""
     keys = jax.random.split(key, num_agents(agents))
-    return jax.vmap(update)(agents, batches, keys)
+    return _over_agents(update, vectorize, agents, batches, keys)
 
 
-def population_update_n(agents: SAC, batches: Batch, key: jax.Array) -> tuple[SAC, Metrics]:
+def population_update_n(
+    agents: SAC, batches: Batch, key: jax.Array, *, vectorize: bool | None = None
+) -> tuple[SAC, Metrics]:
     """`update_n` for every agent on its own N batches (`[K, N, B, ...]`); agent k uses
-    `jax.random.split(key, K)[k]`. Metrics are `[K]` means over the N steps."""
+    `jax.random.split(key, K)[k]`. Metrics are `[K]` means over the N steps. `vectorize`: see
+    `_over_agents`."""
     keys = jax.random.split(key, num_agents(agents))
-    return jax.vmap(update_n)(agents, batches, keys)
+    return _over_agents(update_n, vectorize, agents, batches, keys)
 
 
 def sample_actions_single(agent: SAC, observations: jax.Array, key: jax.Array) -> jax.Array:
@@ -347,8 +369,10 @@ def greedy_actions(agents: SAC, observations: jax.Array) -> jax.Array:
 # for the result, and the caller must not touch the old agent afterwards.
 jit_update = jax.jit(update, donate_argnums=0)
 jit_update_n = jax.jit(update_n, donate_argnums=0)
-jit_population_update = jax.jit(population_update, donate_argnums=0)
-jit_population_update_n = jax.jit(population_update_n, donate_argnums=0)
+jit_population_update = jax.jit(population_update, donate_argnums=0, static_argnames="vectorize")
+jit_population_update_n = jax.jit(
+    population_update_n, donate_argnums=0, static_argnames="vectorize"
+)
 jit_sample_actions = jax.jit(sample_actions)
 jit_greedy_actions = jax.jit(greedy_actions)
 jit_sample_actions_single = jax.jit(sample_actions_single)
@@ -362,5 +386,13 @@ def to_bytes(agent: SAC) -> bytes:
 
 def from_bytes(template: SAC, data: bytes) -> SAC:
     """Restore arrays saved by `to_bytes` into a template with the same config and shapes
-    (e.g. a freshly created agent or population)."""
-    return flax.serialization.from_bytes(template, data)
+    (e.g. a freshly created agent or population); a shape mismatch raises ValueError."""
+    restored = flax.serialization.from_bytes(template, data)
+    expected = jax.tree.map(jnp.shape, template)
+    found = jax.tree.map(jnp.shape, restored)
+    if found != expected:
+        raise ValueError(
+            "saved SAC arrays do not match the template's shapes (wrong K, dimensions or "
+            "hidden sizes?)"
+        )
+    return restored
