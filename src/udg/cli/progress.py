@@ -1,13 +1,15 @@
 """Progress bars for long stages (rate, ETA and a line of key metrics), on stderr.
 
-Standard output stays free for results (tables, ``--json``); progress goes to standard error and
-is disabled when stderr is not a terminal and ``UDG_PROGRESS`` is not set, so logs stay small.
+Standard output stays free for results (tables, ``--json``); progress goes to standard error.
+When stderr is not a terminal (a ``nohup`` log, CI), the bar becomes one plain line every
+``UDG_PROGRESS_INTERVAL`` seconds (default 30) with the same count, rate, ETA and metrics.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -39,20 +41,37 @@ class RateColumn(ProgressColumn):
 
 
 class _Bar:
-    def __init__(self, progress: Progress, task_id):
+    def __init__(self, progress: Progress, task_id, description: str, total: int, unit: str,
+                 plain: bool):
         self._progress, self._task = progress, task_id
+        self._description, self._total, self._unit, self._plain = description, total, unit, plain
+        self._start = time.monotonic()
+        self._last_line = self._start
+        self._interval = float(os.environ.get("UDG_PROGRESS_INTERVAL", "30"))
+        self._first = None
 
     def update(self, completed: int, **metrics: float | str) -> None:
         text = "  ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
         )
         self._progress.update(self._task, completed=completed, metrics=text)
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, completed)
+        if self._plain and (now - self._last_line >= self._interval or completed >= self._total):
+            self._last_line = now
+            t0, c0 = self._first
+            rate = (completed - c0) / (now - t0) if now > t0 and completed > c0 else 0.0
+            eta = (self._total - completed) / rate if rate > 0 else float("nan")
+            print(f"{self._description}: {completed}/{self._total} {self._unit}, "
+                  f"{rate:,.1f} {self._unit}/s, elapsed {now - self._start:,.0f} s, "
+                  f"eta {eta:,.0f} s  {text}", file=sys.stderr, flush=True)
 
 
 @contextmanager
 def progress_bar(description: str, total: int, unit: str = "steps", completed: int = 0):
     """A bar with count, rate, elapsed time, ETA and metrics; ``bar.update(n, key=value)``."""
-    enabled = console.is_terminal or bool(os.environ.get("UDG_PROGRESS"))
+    enabled = console.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -69,7 +88,7 @@ def progress_bar(description: str, total: int, unit: str = "steps", completed: i
     )
     with progress:
         task_id = progress.add_task(description, total=total, completed=completed, metrics="")
-        yield _Bar(progress, task_id)
+        yield _Bar(progress, task_id, description, total, unit, plain=not enabled)
 
 
 def is_interactive() -> bool:

@@ -143,7 +143,7 @@ def generate_preset(env: str, scale: str) -> GenerateConfig:
         return GenerateConfig(
             env=env,
             num_agents=6,
-            steps=10_000 if env == "point" else 20_000,
+            steps=8_000 if env == "point" else 20_000,
             episode_length=100 if env == "point" else 200,
             warmup_steps=1_000,
             sac=dataclasses.replace(WURL_SAC, hidden_dims=(64, 64)),

@@ -43,13 +43,13 @@ def mopo_preset(env: str, scale: str) -> MOPOConfig:
         base,
         rollout_batch_size=2_000,
         rollout_freq=250,
-        epochs=16,
+        epochs=12,
         steps_per_epoch=250,
         eval_every=4,
         eval_episodes=5,
         checkpoint_every=4,
         sac=SACConfig(hidden_dims=(64, 64)),
         dynamics=DynamicsConfig(
-            hidden_dims=(64, 64, 64), weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4), max_epochs=30
+            hidden_dims=(64, 64, 64), weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4), max_epochs=15
         ),
     )

@@ -1,0 +1,252 @@
+"""Benchmark of environment-inclusive SAC training throughput on Gymnasium Ant-v5, side by side.
+
+Measures env steps per second, where each step is one Ant-v5 step plus one gradient update
+(update-to-data ratio 1), after warm-up and compilation, for:
+  - udg K=1: the stage-1 runner (`udg.experiments.generate.Generator.run_round`) with one agent,
+    task ant-angle-0, w_task 1, w_div 0: one 1000-step episode, then its 1000 updates scanned
+    in chunks of `updates_per_call` (the runner's default, 50);
+  - udg K=6: the same runner with 6 agents and w_div 1 (diversity reward on); env steps summed
+    over the agents (each agent does its own 1000 steps and 1000 updates per round);
+  - SB3 SAC (PyTorch, CPU) and SBX SAC (JAX) with train_freq 1, gradient_steps 1 (their
+    standard step-update loop);
+  - SB3 / SBX with train_freq 1000, gradient_steps 1000: the same episode-then-updates loop
+    structure as udg, separating loop structure from kernel speed.
+Identical hyper-parameters everywhere: 2x256 ReLU MLPs for actor and twin critics, Adam 3e-4,
+batch 256, gamma 0.99, tau 0.005, a FIXED entropy coefficient alpha = 0.2 (udg's stage-1 default,
+WURL's setting: `autotune_temperature=False, init_temperature=0.2`; SB3/SBX `ent_coef=0.2`),
+`--warmup` steps of uniformly random actions before learning (udg `warmup_steps`, SB3/SBX
+`learning_starts`), a replay buffer holding the whole run, episodes of 1000 steps.
+
+Timing: after warm-up every implementation runs one more untimed round of 1000 steps (JIT
+compilation, first updates), then timed rounds of 1000 env steps per agent, interleaved
+round-robin over the implementations so that load from other processes hits all of them alike.
+A udg round is one `Generator.run_round()` call (acting, env stepping, rewards, replay, updates;
+no checkpoint writing); an SB3/SBX round is `model.learn(1000, reset_num_timesteps=False)`,
+which does exactly 1000 env steps and 1000 updates in either train_freq setting. Reported: total
+env steps over total time, and the best single round. PyTorch gets `torch.set_num_threads` equal
+to the cores JAX's CPU client uses (all cores of this process, 2 on the reference machine). The
+float32 matmul peak (best jitted 1024^3 `jnp.dot`) is measured before and after, as a gauge of
+machine load during the run. Targets (issue): udg >= 8x SB3 SAC and >= 1.5x SBX SAC. Missing
+packages (torch + stable-baselines3, sbx-rl) are reported as "not installed" and skipped.
+
+Run: .venv/bin/python benchmarks/bench_training.py [--steps 3000] [--warmup 1000] [--agents 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from udg.agents.sac import SACConfig
+from udg.experiments.generate import Generator
+from udg.experiments.generate_config import GenerateConfig
+
+ROUND = 1000  # env steps per agent per timed round = Ant-v5's episode length
+HIDDEN = (256, 256)
+LR, BATCH, GAMMA, TAU, ALPHA = 3e-4, 256, 0.99, 0.005, 0.2
+SEED = 0
+TARGETS = {"SB3 SAC": 8.0, "SBX SAC": 1.5}
+
+
+@dataclass
+class Contender:
+    """One implementation: `run_round()` does one timed round and returns its env steps."""
+
+    name: str
+    agents: int
+    run_round: Callable[[], int] | None = None
+    missing: str = ""
+    generator: Generator | None = None  # udg's runner, for its stage-time breakdown
+    steps: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return sum(self.steps) / sum(self.seconds)
+
+    @property
+    def best_rate(self) -> float:
+        return max(s / t for s, t in zip(self.steps, self.seconds, strict=True))
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """Best float32 GFLOP/s of a jitted n x n `jnp.dot` (2 n^3 FLOPs)."""
+    x = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(x, x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dot(x, x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Contender:
+    """udg's stage-1 runner, warmed up and compiled; a round is one `run_round()`."""
+    config = GenerateConfig(
+        env="ant",
+        num_agents=num_agents,
+        steps=warmup + ROUND * (rounds + 1),  # sizes the replay: the whole run fits
+        episode_length=ROUND,
+        task="ant-angle-0",
+        w_task=1.0,
+        w_div=1.0 if num_agents > 1 else 0.0,  # the diversity reward needs K >= 2
+        seed=SEED,
+        warmup_steps=warmup,
+        updates_per_step=1.0,
+        sac=SACConfig(
+            hidden_dims=HIDDEN,
+            actor_lr=LR,
+            critic_lr=LR,
+            gamma=GAMMA,
+            tau=TAU,
+            batch_size=BATCH,
+            autotune_temperature=False,
+            init_temperature=ALPHA,
+        ),
+    )
+    generator = Generator(config, out)
+    for _ in range(warmup // ROUND + 1):  # random-action rounds, then the compile round
+        generator.run_round()
+
+    def run_round() -> int:
+        generator.run_round()
+        # Ant can terminate early (torso height): count the steps really taken.
+        return sum(len(episodes[-1]) for episodes in generator.pending)
+
+    return Contender(f"udg K={num_agents}", num_agents, run_round, generator=generator)
+
+
+def baselines_contender(
+    name: str, package: str, train_freq: int, warmup: int, rounds: int
+) -> Contender:
+    """SB3 (`package="sb3"`) or SBX SAC with our hyper-parameters, warmed up and compiled."""
+    label = f"{name} SAC" if train_freq == 1 else f"{name} SAC freq {train_freq}"
+    try:
+        import gymnasium as gym
+
+        if package == "sb3":
+            import torch  # noqa: F401
+            from stable_baselines3 import SAC
+
+            extra = {"device": "cpu"}
+        else:
+            from sbx import SAC
+
+            extra = {}
+    except ImportError as error:
+        return Contender(label, 1, missing=f"not installed ({error.name})")
+    env = gym.make("Ant-v5", max_episode_steps=ROUND)
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=LR,
+        buffer_size=warmup + ROUND * (rounds + 1) + 1,
+        learning_starts=warmup,
+        batch_size=BATCH,
+        tau=TAU,
+        gamma=GAMMA,
+        train_freq=train_freq,
+        gradient_steps=train_freq,
+        ent_coef=ALPHA,
+        policy_kwargs={"net_arch": list(HIDDEN)},
+        seed=SEED,
+        verbose=0,
+        **extra,
+    )
+    model.learn(warmup)  # random actions only: training starts once num_timesteps > warmup
+    model.learn(ROUND, reset_num_timesteps=False)  # compile round
+
+    def run_round() -> int:
+        before = model.num_timesteps
+        model.learn(ROUND, reset_num_timesteps=False)
+        return model.num_timesteps - before
+
+    return Contender(label, 1, run_round)
+
+
+def stage_breakdown(generator: Generator, before: dict[str, float]) -> str:
+    """Seconds per stage part of udg's runner over the timed rounds."""
+    parts = {k: v - before.get(k, 0.0) for k, v in generator.timer.totals.items()}
+    return ", ".join(f"{k} {v:.2f}s" for k, v in parts.items() if v > 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000, help="timed env steps per agent")
+    parser.add_argument("--warmup", type=int, default=1000, help="random-action steps first")
+    parser.add_argument("--agents", type=int, default=6, help="K of the udg population row")
+    args = parser.parse_args()
+    rounds = max(1, -(-args.steps // ROUND))
+    warmup = -(-args.warmup // ROUND) * ROUND  # whole udg rounds
+    cores = len(os.sched_getaffinity(0))
+    try:
+        import torch
+
+        torch.set_num_threads(cores)
+        torch_threads = f"torch {torch.__version__}: {torch.get_num_threads()} threads"
+    except ImportError:
+        torch_threads = "torch not installed"
+
+    print(f"Ant-v5, {rounds} timed rounds of {ROUND} steps per agent, warm-up {warmup} steps")
+    print(
+        f"{cores} cores; JAX {jax.__version__} ({jax.default_backend()}) uses all; {torch_threads}"
+    )
+    peak_before = matmul_peak_gflops()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        contenders = [udg_contender(1, warmup, rounds, Path(tmp) / "udg-1")]
+        if args.agents > 1:
+            contenders.append(udg_contender(args.agents, warmup, rounds, Path(tmp) / "udg-k"))
+        for package, name in (("sb3", "SB3"), ("sbx", "SBX")):
+            for freq in (1, ROUND):
+                contenders.append(baselines_contender(name, package, freq, warmup, rounds))
+        running = [c for c in contenders if c.run_round is not None]
+        before = {c.name: dict(c.generator.timer.totals) for c in running if c.generator}
+        for _ in range(rounds):
+            for contender in running:
+                start = time.perf_counter()
+                contender.steps.append(contender.run_round())
+                contender.seconds.append(time.perf_counter() - start)
+        breakdowns = {
+            c.name: stage_breakdown(c.generator, before[c.name])
+            for c in running
+            if c.name in before
+        }
+    peak_after = matmul_peak_gflops()
+
+    udg = [c for c in running if c.generator]
+    header = f"{'implementation':<22}{'agents':>7}{'steps/s':>10}{'per agent':>11}{'best rnd':>10}"
+    header += "".join(f"{c.name + ' /':>12}" for c in udg)
+    print(f"\nmatmul peak: {peak_before:.1f} GFLOP/s before, {peak_after:.1f} after")
+    print(header)
+    print("-" * len(header))
+    for c in contenders:
+        if c.run_round is None:
+            print(f"{c.name:<22}{c.missing:>38}")
+            continue
+        row = f"{c.name:<22}{c.agents:>7}{c.rate:>10.0f}{c.rate / c.agents:>11.0f}"
+        row += f"{c.best_rate:>10.0f}" + "".join(f"{u.rate / c.rate:>12.2f}" for u in udg)
+        print(row)
+    for name, parts in breakdowns.items():
+        print(f"{name} time over the timed rounds: {parts}")
+    for target_name, target in TARGETS.items():
+        other = next((c for c in running if c.name == target_name), None)
+        if other is None:
+            print(f"target udg >= {target}x {target_name}: not measured")
+            continue
+        ratios = ", ".join(f"{u.name} {u.rate / other.rate:.2f}x" for u in udg)
+        print(f"target udg >= {target}x {target_name}: {ratios}")
+
+
+if __name__ == "__main__":
+    main()
