@@ -36,7 +36,10 @@ def columns(summary: dict) -> list[tuple[str, str]]:
 
 
 def headline_rows(summary: dict) -> list[list[str]]:
-    """Rows of the headline table: task, then mean ± std per column."""
+    """Rows of the headline table: task, then mean ± std per column (std over seeds, or over
+    evaluation episodes when there is one seed)."""
+    if summary["config"].get("seeds", 1) == 1:
+        return _with_episode_std(summary, [[t] for t in summary["tasks"]])
     rows = []
     for task in summary["tasks"]:
         cells = summary["table"][task]
@@ -129,8 +132,6 @@ def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
     rows = headline_rows(summary)
     seeds = summary["config"].get("seeds", 1)
     spread = "std over seeds" if seeds > 1 else "one seed: ± is the std over evaluation episodes"
-    if seeds == 1:
-        rows = _with_episode_std(summary, rows)
     md = [
         f"# UDG report: {summary['experiment']}",
         "",

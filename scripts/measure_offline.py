@@ -1,0 +1,91 @@
+"""MOPO on one SAC agent's replay data, against that agent and against the data.
+
+Takes agent ``--agent`` of a finished ``udg generate`` run (e.g. a supervised SAC agent),
+evaluates its final policy (deterministic) on ``--task``, then runs ``udg offline`` on the
+agent's dataset (all of it) for several seeds, and prints MOPO's last and best returns beside
+the agent's return and the data's mean episode return.
+
+    .venv/bin/python scripts/measure_offline.py RUN --task T [--agent 0] [--seeds 3]
+        [--scale demo|small] [--out DIR] [--executor local|ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from udg.agents import sac
+from udg.data.minari_io import dataset_id_for
+from udg.envs import get_task
+from udg.evaluation.evaluate import evaluate
+from udg.experiments.generate import Generator
+from udg.experiments.generate_config import GenerateConfig
+from udg.experiments.grid import Cell, run_cells
+from udg.experiments.offline import OfflineConfig
+from udg.experiments.offline_config import mopo_preset
+
+
+def load_generate_config(run: Path) -> GenerateConfig:
+    from udg.agents.sac import SACConfig
+    from udg.diversity.wasserstein import DiversityConfig
+
+    raw = json.loads((run / "manifest.json").read_text())["config"]
+    raw["sac"] = SACConfig(**raw["sac"])
+    raw["diversity"] = DiversityConfig(**raw["diversity"])
+    for key in ("features", "agent_tasks"):
+        if raw.get(key) is not None:
+            raw[key] = tuple(raw[key])
+    return GenerateConfig(**raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--agent", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--scale", default="small")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--executor", default="local")
+    args = parser.parse_args()
+    task = get_task(args.task)
+    config = load_generate_config(args.run)
+    generator = Generator(config, args.run / ".measure-scratch")
+    agents = sac.from_bytes(generator.agents, (args.run / "agents.msgpack").read_bytes())
+    agent = jax.tree.map(lambda x: x[args.agent], agents)
+    returns = evaluate(task,
+                       lambda o: np.asarray(sac.jit_greedy_actions_single(agent, jnp.asarray(o))),
+                       args.episodes, seed=123)
+    data = args.run / "datasets" / dataset_id_for(config.env, f"agent-{args.agent}")
+    out = args.out or args.run.parent / f"{args.run.name}-mopo-{task.name}"
+    mopo = mopo_preset(config.env, args.scale)
+    cells = [Cell(name=f"seed{s}", config=OfflineConfig(task=task.name, select="all", seed=s,
+                                                        mopo=mopo),
+                  data=(str(data),), out=str(out / f"seed{s}")) for s in range(args.seeds)]
+    results = run_cells(cells, executor=args.executor,
+                        on_done=lambda c, r: print(f"{c.name}: last {r['last_return']:.1f}",
+                                                   flush=True))
+    last = np.array([r["last_return"] for r in results.values()])
+    best = np.array([r["best_return"] for r in results.values()])
+    data_mean = next(iter(results.values()))["data_mean_return"]
+    summary = {
+        "task": task.name, "run": str(args.run), "agent": args.agent, "scale": args.scale,
+        "agent_return_mean": float(returns.mean()), "agent_return_std": float(returns.std()),
+        "data_mean_return": data_mean,
+        "mopo_last": last.tolist(), "mopo_best": best.tolist(),
+    }
+    print(json.dumps(summary, indent=2))
+    print(f"MOPO last {last.mean():.1f} ± {last.std():.1f} (best {best.mean():.1f}); agent "
+          f"{returns.mean():.1f}; ratio {last.mean() / returns.mean():.2f}; data mean "
+          f"{data_mean:.1f}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
