@@ -263,3 +263,17 @@ def test_find_datasets_errors(tmp_path):
         find_datasets([tmp_path / "missing"])
     with pytest.raises(UdgError, match="no Minari datasets"):
         find_datasets([tmp_path])
+
+
+def test_episode_arrays_round_trip(point_episodes):
+    from udg.data.episode_arrays import episode_arrays, episodes_from_arrays
+
+    arrays = {f"a/{k}": v for k, v in episode_arrays(point_episodes[:4]).items()}
+    back = episodes_from_arrays(arrays, "a/")
+    assert len(back) == 4
+    for a, b in zip(point_episodes[:4], back, strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        assert set(a.infos) == set(b.infos)
+        np.testing.assert_array_equal(a.infos["x_velocity"], b.infos["x_velocity"])

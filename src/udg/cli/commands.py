@@ -350,13 +350,21 @@ def pipeline(experiment: str, args) -> None:
     from udg.experiments.pipeline import PipelineConfig, run_pipeline
     from udg.experiments.report import columns, findings, headline_rows, paper_rows
 
-    config = PipelineConfig(experiment=experiment, scale=args.scale, seed=args.seed,
-                            seeds=args.seeds)
-    summary = run_pipeline(config, args.out, executor=args.executor, address=args.address,
-                           log=lambda m: stdout.print(f"[dim]{m}[/dim]"))
+    config = PipelineConfig(
+        experiment=experiment, scale=args.scale, seed=args.seed, seeds=args.seeds
+    )
+    summary = run_pipeline(
+        config,
+        args.out,
+        executor=args.executor,
+        address=args.address,
+        log=lambda m: stdout.print(f"[dim]{m}[/dim]"),
+    )
     header = ["task"] + [label for _, label in columns(summary)]
-    for title, rows in [("MOPO return (last evaluation)", headline_rows(summary)),
-                        ("the paper's numbers", paper_rows(summary) if summary["paper"] else [])]:
+    for title, rows in [
+        ("MOPO return (last evaluation)", headline_rows(summary)),
+        ("the paper's numbers", paper_rows(summary) if summary["paper"] else []),
+    ]:
         if not rows:
             continue
         table = Table(title=title)
@@ -367,5 +375,6 @@ def pipeline(experiment: str, args) -> None:
         stdout.print(table)
     for line in findings(summary):
         stdout.print(f"- {line}")
-    stdout.print(f"report: {Path(args.out) / 'report.html'} and report.md "
-                 f"({summary['wall_seconds']:.0f} s)")
+    stdout.print(
+        f"report: {Path(args.out) / 'report.html'} and report.md ({summary['wall_seconds']:.0f} s)"
+    )

@@ -41,8 +41,9 @@ class RateColumn(ProgressColumn):
 
 
 class _Bar:
-    def __init__(self, progress: Progress, task_id, description: str, total: int, unit: str,
-                 plain: bool):
+    def __init__(
+        self, progress: Progress, task_id, description: str, total: int, unit: str, plain: bool
+    ):
         self._progress, self._task = progress, task_id
         self._description, self._total, self._unit, self._plain = description, total, unit, plain
         self._start = time.monotonic()
@@ -63,9 +64,13 @@ class _Bar:
             t0, c0 = self._first
             rate = (completed - c0) / (now - t0) if now > t0 and completed > c0 else 0.0
             eta = (self._total - completed) / rate if rate > 0 else float("nan")
-            print(f"{self._description}: {completed}/{self._total} {self._unit}, "
-                  f"{rate:,.1f} {self._unit}/s, elapsed {now - self._start:,.0f} s, "
-                  f"eta {eta:,.0f} s  {text}", file=sys.stderr, flush=True)
+            print(
+                f"{self._description}: {completed}/{self._total} {self._unit}, "
+                f"{rate:,.1f} {self._unit}/s, elapsed {now - self._start:,.0f} s, "
+                f"eta {eta:,.0f} s  {text}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @contextmanager

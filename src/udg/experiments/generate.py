@@ -26,6 +26,7 @@ import numpy as np
 from udg.agents import sac
 from udg.agents.replay import PopulationReplay
 from udg.data.dataset import Episode
+from udg.data.episode_arrays import episode_arrays, episodes_from_arrays
 from udg.data.minari_io import dataset_id_for, write_dataset
 from udg.diversity import wasserstein as wd
 from udg.envs.registry import get_env_spec, make_env
@@ -71,42 +72,6 @@ class _Timer:
                 timer.totals[part] += time.perf_counter() - self.start
 
         return _Span()
-
-
-def _episode_arrays(episodes: list[Episode]) -> dict[str, np.ndarray]:
-    """One agent's episodes as flat arrays plus lengths (the chunk-file layout)."""
-    out = {
-        "lengths": np.array([len(e) for e in episodes], np.int64),
-        "observations": np.concatenate([e.observations for e in episodes]),
-        "actions": np.concatenate([e.actions for e in episodes]),
-        "rewards": np.concatenate([e.rewards for e in episodes]),
-        "terminations": np.concatenate([e.terminations for e in episodes]),
-        "truncations": np.concatenate([e.truncations for e in episodes]),
-    }
-    for key in episodes[0].infos:
-        out[f"info/{key}"] = np.concatenate([e.infos[key] for e in episodes])
-    return out
-
-
-def _episodes_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> list[Episode]:
-    lengths = arrays[f"{prefix}lengths"]
-    step_ends = np.cumsum(lengths)
-    obs_ends = np.cumsum(lengths + 1)
-    info_keys = [k[len(prefix) + 5 :] for k in arrays if k.startswith(f"{prefix}info/")]
-    episodes = []
-    for i, t in enumerate(lengths):
-        s0, o0 = step_ends[i] - t, obs_ends[i] - t - 1
-        episodes.append(
-            Episode(
-                observations=arrays[f"{prefix}observations"][o0 : o0 + t + 1],
-                actions=arrays[f"{prefix}actions"][s0 : s0 + t],
-                rewards=arrays[f"{prefix}rewards"][s0 : s0 + t],
-                terminations=arrays[f"{prefix}terminations"][s0 : s0 + t],
-                truncations=arrays[f"{prefix}truncations"][s0 : s0 + t],
-                infos={k: arrays[f"{prefix}info/{k}"][o0 : o0 + t + 1] for k in info_keys},
-            )
-        )
-    return episodes
 
 
 class Generator:
@@ -162,7 +127,7 @@ class Generator:
             if any(self.pending):
                 arrays = {}
                 for i, episodes in enumerate(self.pending):
-                    for k, v in _episode_arrays(episodes).items():
+                    for k, v in episode_arrays(episodes).items():
                         arrays[f"agent{i}/{k}"] = v
                 atomic_savez(self._chunk_path(self.num_chunks), **arrays)
                 self.num_chunks += 1
@@ -211,7 +176,7 @@ class Generator:
         for index in range(self.num_chunks):
             arrays = load_npz(self._chunk_path(index))
             yield [
-                _episodes_from_arrays(arrays, f"agent{i}/") for i in range(self.config.num_agents)
+                episodes_from_arrays(arrays, f"agent{i}/") for i in range(self.config.num_agents)
             ]
 
     def _write_metrics(self) -> None:

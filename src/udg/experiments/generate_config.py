@@ -150,12 +150,13 @@ def generate_preset(env: str, scale: str) -> GenerateConfig:
             diversity=DiversityConfig(reward_scale=1.0),
         )
     if scale == "small":
+        # Sized so that `udg experiment cheetah --scale small` fits in about 3 hours on 2 cores.
         return GenerateConfig(
             env=env,
             num_agents=10 if env != "point" else 6,
-            steps=100_000 if env != "point" else 30_000,
+            steps=50_000 if env != "point" else 30_000,
             episode_length=200 if env != "point" else 100,
-            warmup_steps=10_000 if env != "point" else 2_000,
+            warmup_steps=5_000 if env != "point" else 2_000,
             diversity=DiversityConfig(reward_scale=1.0),
         )
     return GenerateConfig(

@@ -34,10 +34,10 @@ def mopo_preset(env: str, scale: str) -> MOPOConfig:
         return dataclasses.replace(
             base,
             rollout_batch_size=10_000,
-            epochs=60,
+            epochs=40,
             eval_every=10,
             eval_episodes=5,
-            dynamics=dataclasses.replace(base.dynamics, max_epochs=60),
+            dynamics=dataclasses.replace(base.dynamics, max_epochs=40),
         )
     return dataclasses.replace(
         base,
