@@ -74,6 +74,13 @@ class _Timer:
         return _Span()
 
 
+@jax.jit
+def _act(agents: sac.SAC, observations, key, t):
+    """One action per agent, ``[K, o] -> [K, a]``: one dispatch per environment step (the key
+    derivation inside, since every eager op outside a jit costs a dispatch of its own)."""
+    return sac.sample_actions(agents, observations[:, None], jax.random.fold_in(key, t))[:, 0]
+
+
 class Generator:
     """One stage-1 run in a folder: create or resume, run rounds, write datasets."""
 
@@ -252,11 +259,7 @@ class Generator:
                         self.act_space.low, self.act_space.high, (k, self.act_dim)
                     )
                 else:
-                    actions = np.asarray(
-                        sac.jit_sample_actions(
-                            self.agents, jnp.asarray(obs[:, None]), jax.random.fold_in(act_key, t)
-                        )
-                    )[:, 0]
+                    actions = np.asarray(_act(self.agents, obs, act_key, t))
                 actions = actions.astype(self.act_space.dtype)
             with self.timer("env stepping"):
                 for i in np.flatnonzero(active):
