@@ -255,6 +255,11 @@ class OfflineRun:
                 self.agent, batches, jax.random.fold_in(epoch_key, call)
             )
             self.wall["updates"] += time.perf_counter() - start
+        # Updates run asynchronously (overlapping the next batch's sampling): wait for the last
+        # one inside the clock so that the time shares add up.
+        start = time.perf_counter()
+        jax.block_until_ready(self.agent)
+        self.wall["updates"] += time.perf_counter() - start
         row.update(
             {k: float(v) for k, v in metrics.items() if k in ("q", "critic_loss", "temperature")}
         )
