@@ -188,14 +188,7 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
     if as_json:
         _print_json({"task": task.name, "ranking": [r.__dict__ for r in ranking]})
         return
-    table = Table(title=f"ranked for {task.name}: {task.formula}")
-    for col in ("rank", "dataset", "mean return", "episodes", "transitions"):
-        table.add_column(col, justify="right" if col != "dataset" else "left")
-    for r in ranking:
-        table.add_row(
-            str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes), str(r.num_transitions)
-        )
-    stdout.print(table)
+    print_ranking(ranking, task)
 
 
 def generate(args) -> None:
@@ -264,7 +257,7 @@ def generate(args) -> None:
 
 
 def print_ranking(ranking, task) -> None:
-    table = Table(title=f"datasets ranked for {task.name}")
+    table = Table(title=f"ranked for {task.name}: {task.formula}")
     for col in ("rank", "dataset", "mean return", "episodes", "transitions"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
     for r in ranking:

@@ -24,7 +24,22 @@ ANT_INFO_COLUMNS = (
 HALFCHEETAH_INFO_COLUMNS = ("x_position", "z_position", "pitch", "x_velocity")
 
 
-class AntColumns(gym.Wrapper):
+class _InfoColumns(gym.Wrapper):
+    """Replaces ``info`` by ``self._columns(info, stepped)`` at reset and at every step."""
+
+    def _columns(self, info: dict, stepped: bool) -> dict[str, float]:
+        raise NotImplementedError
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._columns(info, stepped=False)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._columns(info, stepped=True)
+
+
+class AntColumns(_InfoColumns):
     """Ant-v5 with the info schema :data:`ANT_INFO_COLUMNS`."""
 
     def _columns(self, info: dict, stepped: bool) -> dict[str, float]:
@@ -39,16 +54,8 @@ class AntColumns(gym.Wrapper):
             "healthy": float(self.unwrapped.is_healthy),
         }
 
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return obs, self._columns(info, stepped=False)
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, self._columns(info, stepped=True)
-
-
-class HalfCheetahColumns(gym.Wrapper):
+class HalfCheetahColumns(_InfoColumns):
     """HalfCheetah-v5 with the info schema :data:`HALFCHEETAH_INFO_COLUMNS`."""
 
     def _columns(self, info: dict, stepped: bool) -> dict[str, float]:
@@ -59,14 +66,6 @@ class HalfCheetahColumns(gym.Wrapper):
             "pitch": float(qpos[2]),
             "x_velocity": float(info["x_velocity"]) if stepped else 0.0,
         }
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return obs, self._columns(info, stepped=False)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, self._columns(info, stepped=True)
 
 
 def make_ant(**kwargs) -> gym.Env:

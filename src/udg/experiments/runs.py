@@ -9,77 +9,28 @@ into a folder that holds a run with a different config is refused rather than mi
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from udg.errors import UdgError
+from udg.files import (  # noqa: F401  (re-exported: the runners import them from here)
+    atomic_savez,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_default,
+    load_npz,
+)
 
 MANIFEST = "manifest.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` atomically."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file; a damaged file is a :class:`UdgError`."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as err:  # zipfile and numpy raise several types on damaged files
-        raise UdgError(f"cannot read {path}: truncated or corrupt ({type(err).__name__})") from None
-
-
-def _json_default(value):
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def config_dict(config) -> dict:
     """A config dataclass as plain JSON values (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    return json.loads(json.dumps(dataclasses.asdict(config), default=json_default))
 
 
 def read_json(path: Path) -> dict:

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import optax
 from flax import serialization, struct
 
+from udg.files import atomic_write_bytes
 from udg.offline.ensemble import (
     DynamicsConfig,
     Normaliser,
@@ -376,18 +376,7 @@ def save_model(model: DynamicsModel, path: str | os.PathLike[str], env_name: str
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
         }
     ).encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), _MAGIC + len(header).to_bytes(8, "little") + header + payload)
 
 
 def load_model(
