@@ -6,7 +6,7 @@ Measures env steps per second, where each step is one Ant-v5 step plus one gradi
     task ant-angle-0, w_task 1, w_div 0: one 1000-step episode, then its 1000 updates scanned
     in chunks of `updates_per_call` (the runner's default, 50);
   - udg K=6: the same runner with 6 agents and w_div 1 (diversity reward on); env steps summed
-    over the agents (each agent does its own 1000 steps and 1000 updates per round);
+    over the agents (each agent steps its own env, up to 1000 steps per round);
   - SB3 SAC (PyTorch, CPU) and SBX SAC (JAX) with train_freq 1, gradient_steps 1 (their
     standard step-update loop);
   - SB3 / SBX with train_freq 1000, gradient_steps 1000: the same episode-then-updates loop
@@ -22,14 +22,24 @@ compilation, first updates), then timed rounds of 1000 env steps per agent, inte
 round-robin over the implementations so that load from other processes hits all of them alike.
 A udg round is one `Generator.run_round()` call (acting, env stepping, rewards, replay, updates;
 no checkpoint writing); an SB3/SBX round is `model.learn(1000, reset_num_timesteps=False)`,
-which does exactly 1000 env steps and 1000 updates in either train_freq setting. Reported: total
-env steps over total time, and the best single round. PyTorch gets `torch.set_num_threads` equal
-to the cores JAX's CPU client uses (all cores of this process, 2 on the reference machine). The
-float32 matmul peak (best jitted 1024^3 `jnp.dot`) is measured before and after, as a gauge of
-machine load during the run. Targets (issue): udg >= 8x SB3 SAC and >= 1.5x SBX SAC. Missing
+which does exactly 1000 env steps and 1000 updates in either train_freq setting. Reported: env
+steps over total time, the best single round, and gradient updates per second and per env step.
+When Ant terminates early (torso height out of [0.2, 1]) SB3/SBX reset and go on, while udg's
+lockstep round ends at the agent's termination yet gives every agent as many updates as the
+round's longest episode, so udg's updates per env step exceed 1 and its env steps/s understates
+its update throughput.
+
+Threads: PyTorch gets `torch.set_num_threads` equal to the cores JAX's CPU client uses (all
+cores of this process, 2 on the reference machine; `--torch-threads` overrides). Torch's OpenMP
+threads spin-wait at their barriers, so when other processes keep the cores busy a 2-thread
+torch update can be ~100x slower than a 1-thread one: the script first times a small torch MLP
+update at 1 thread and at the chosen count and warns when the chosen count is over 2x slower.
+The float32 matmul peak (best jitted 1024^3 `jnp.dot`) is measured before and after, as a gauge
+of machine load during the run. Targets (issue): udg >= 8x SB3 SAC and >= 1.5x SBX SAC. Missing
 packages (torch + stable-baselines3, sbx-rl) are reported as "not installed" and skipped.
 
-Run: .venv/bin/python benchmarks/bench_training.py [--steps 3000] [--warmup 1000] [--agents 6]
+Run: .venv/bin/python benchmarks/bench_training.py [--steps 2000] [--warmup 1000] [--agents 6]
+     [--torch-threads N]
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from udg.agents import sac
 from udg.agents.sac import SACConfig
 from udg.experiments.generate import Generator
 from udg.experiments.generate_config import GenerateConfig
@@ -58,19 +69,26 @@ TARGETS = {"SB3 SAC": 8.0, "SBX SAC": 1.5}
 
 @dataclass
 class Contender:
-    """One implementation: `run_round()` does one timed round and returns its env steps."""
+    """One implementation: `run_round()` does one timed round and returns its env steps and
+    gradient updates (summed over agents)."""
 
     name: str
     agents: int
-    run_round: Callable[[], int] | None = None
+    run_round: Callable[[], tuple[int, int]] | None = None
     missing: str = ""
     generator: Generator | None = None  # udg's runner, for its stage-time breakdown
+    compiles: int = 0  # new compilations of udg's update during the timed rounds
     steps: list[int] = field(default_factory=list)
+    updates: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return sum(self.steps) / sum(self.seconds)
+
+    @property
+    def update_rate(self) -> float:
+        return sum(self.updates) / sum(self.seconds)
 
     @property
     def best_rate(self) -> float:
@@ -90,12 +108,39 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def torch_update_ms(torch, threads: int, repeats: int = 3, steps: int = 20) -> float:
+    """Best ms of one Adam step of a critic-sized MLP (113 -> 256 -> 256 -> 1, batch 256)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(113, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 1),
+    )
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    x = torch.randn(BATCH, 113)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+        best = min(best, (time.perf_counter() - start) / steps)
+    torch.set_num_threads(previous)
+    return 1e3 * best
+
+
 def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Contender:
     """udg's stage-1 runner, warmed up and compiled; a round is one `run_round()`."""
     config = GenerateConfig(
         env="ant",
         num_agents=num_agents,
-        steps=warmup + ROUND * (rounds + 1),  # sizes the replay: the whole run fits
+        # Sizes the (ring) replay: one agent may take up to K x ROUND steps of a timed round
+        # while the others terminate early, so this fits the whole run.
+        steps=warmup + ROUND * (rounds + 1) * num_agents,
         episode_length=ROUND,
         task="ant-angle-0",
         w_task=1.0,
@@ -118,10 +163,17 @@ def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Conte
     for _ in range(warmup // ROUND + 1):  # random-action rounds, then the compile round
         generator.run_round()
 
-    def run_round() -> int:
-        generator.run_round()
-        # Ant can terminate early (torso height): count the steps really taken.
-        return sum(len(episodes[-1]) for episodes in generator.pending)
+    def run_round() -> tuple[int, int]:
+        # Ant terminates early when its torso height leaves [0.2, 1], which ends a udg round
+        # early too: run rounds until the agents took ROUND steps each on average, so a timed
+        # round spans as many env steps as SB3/SBX's. Every agent does updates_per_step x the
+        # round's LONGEST episode, so with early terminations udg does more updates than env
+        # steps, unlike SB3/SBX.
+        updates, steps = int(generator.agents.step.sum()), 0
+        while steps < num_agents * ROUND:
+            generator.run_round()
+            steps += sum(len(episodes[-1]) for episodes in generator.pending)
+        return steps, int(generator.agents.step.sum()) - updates
 
     return Contender(f"udg K={num_agents}", num_agents, run_round, generator=generator)
 
@@ -166,12 +218,18 @@ def baselines_contender(
     model.learn(warmup)  # random actions only: training starts once num_timesteps > warmup
     model.learn(ROUND, reset_num_timesteps=False)  # compile round
 
-    def run_round() -> int:
-        before = model.num_timesteps
+    def run_round() -> tuple[int, int]:
+        steps, updates = model.num_timesteps, model._n_updates
         model.learn(ROUND, reset_num_timesteps=False)
-        return model.num_timesteps - before
+        return model.num_timesteps - steps, model._n_updates - updates
 
     return Contender(label, 1, run_round)
+
+
+def jit_cache_size() -> int:
+    """Compiled variants of udg's population update so far (private jax API; 0 if absent)."""
+    size = getattr(sac.jit_population_update_n, "_cache_size", None)
+    return size() if size else 0
 
 
 def stage_breakdown(generator: Generator, before: dict[str, float]) -> str:
@@ -182,18 +240,32 @@ def stage_breakdown(generator: Generator, before: dict[str, float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="timed env steps per agent")
+    parser.add_argument("--steps", type=int, default=2000, help="timed env steps per agent")
     parser.add_argument("--warmup", type=int, default=1000, help="random-action steps first")
     parser.add_argument("--agents", type=int, default=6, help="K of the udg population row")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="default: the cores JAX uses"
+    )
     args = parser.parse_args()
     rounds = max(1, -(-args.steps // ROUND))
     warmup = -(-args.warmup // ROUND) * ROUND  # whole udg rounds
     cores = len(os.sched_getaffinity(0))
+    threads = args.torch_threads or cores
     try:
         import torch
 
-        torch.set_num_threads(cores)
-        torch_threads = f"torch {torch.__version__}: {torch.get_num_threads()} threads"
+        one, chosen = torch_update_ms(torch, 1), torch_update_ms(torch, threads)
+        torch.set_num_threads(threads)
+        torch_threads = (
+            f"torch {torch.__version__}: {threads} threads "
+            f"(MLP update {chosen:.2f} ms; {one:.2f} ms at 1 thread)"
+        )
+        if chosen > 2 * one:
+            torch_threads += (
+                f"\nWARNING: torch is {chosen / one:.0f}x slower at {threads} threads than at 1 "
+                "(cores busy with other processes); SB3 rows are pessimistic, "
+                "consider --torch-threads 1"
+            )
     except ImportError:
         torch_threads = "torch not installed"
 
@@ -214,9 +286,14 @@ def main() -> None:
         before = {c.name: dict(c.generator.timer.totals) for c in running if c.generator}
         for _ in range(rounds):
             for contender in running:
+                cache = jit_cache_size()
                 start = time.perf_counter()
-                contender.steps.append(contender.run_round())
+                steps, updates = contender.run_round()
                 contender.seconds.append(time.perf_counter() - start)
+                contender.steps.append(steps)
+                contender.updates.append(updates)
+                if contender.generator:
+                    contender.compiles += jit_cache_size() - cache
         breakdowns = {
             c.name: stage_breakdown(c.generator, before[c.name])
             for c in running
@@ -226,6 +303,7 @@ def main() -> None:
 
     udg = [c for c in running if c.generator]
     header = f"{'implementation':<22}{'agents':>7}{'steps/s':>10}{'per agent':>11}{'best rnd':>10}"
+    header += f"{'updates/s':>11}{'upd/step':>10}"
     header += "".join(f"{c.name + ' /':>12}" for c in udg)
     print(f"\nmatmul peak: {peak_before:.1f} GFLOP/s before, {peak_after:.1f} after")
     print(header)
@@ -235,10 +313,18 @@ def main() -> None:
             print(f"{c.name:<22}{c.missing:>38}")
             continue
         row = f"{c.name:<22}{c.agents:>7}{c.rate:>10.0f}{c.rate / c.agents:>11.0f}"
-        row += f"{c.best_rate:>10.0f}" + "".join(f"{u.rate / c.rate:>12.2f}" for u in udg)
+        row += f"{c.best_rate:>10.0f}{c.update_rate:>11.0f}{sum(c.updates) / sum(c.steps):>10.2f}"
+        row += "".join(f"{u.rate / c.rate:>12.2f}" for u in udg)
         print(row)
-    for name, parts in breakdowns.items():
-        print(f"{name} time over the timed rounds: {parts}")
+    print(
+        "steps/s: env steps (summed over agents) per second; 'udg K=n /': udg's steps/s over the"
+        " row's; upd/step: gradient updates per env step (udg > 1 when episodes end early)"
+    )
+    for c in udg:
+        print(
+            f"{c.name} time over the timed rounds: {breakdowns[c.name]}; "
+            f"{c.compiles} new compilations of the update"
+        )
     for target_name, target in TARGETS.items():
         other = next((c for c in running if c.name == target_name), None)
         if other is None:
