@@ -99,3 +99,36 @@ def test_other_config_in_existing_run_is_refused(tmp_path):
     with pytest.raises(UdgError, match=r"different config \(seed\)"):
         run_generate(dataclasses.replace(TINY, seed=1), tmp_path / "run")
     assert (tmp_path / "run" / "manifest.json").read_text() == manifest
+
+
+def test_learning_compiles_two_update_shapes_whatever_the_episode_lengths(tmp_path):
+    import jax
+
+    from udg.agents import sac
+    from udg.experiments.generate import Generator
+
+    config = dataclasses.replace(TINY, updates_per_step=1.0, updates_per_call=7).validated()
+    generator = Generator(config, tmp_path / "g")
+    episodes = generator._reward_episodes(
+        [
+            {
+                "obs": [np.zeros(4)] * 2,
+                "act": [np.zeros(2, np.float32)],
+                "rew": [0.0],
+                "term": [False],
+                "trunc": [True],
+                "info": {
+                    c: [0.0, 0.0] for c in ("x_position", "y_position", "x_velocity", "y_velocity")
+                },
+            }
+        ]
+        * config.num_agents,
+        jax.random.key(0),
+    )
+    for episode_index in range(config.num_agents):
+        generator._add_to_replay(episode_index, episodes[episode_index])
+    before = sac.jit_population_update_n._cache_size()
+    for length in (3, 11, 13, 7):  # remainders 3, 4, 6, 0 of chunks of 7
+        fake = [dataclasses.replace(episodes[0], actions=np.zeros((length, 2), np.float32))]
+        generator._learn(fake, jax.random.key(length), np.random.default_rng(0))
+    assert sac.jit_population_update_n._cache_size() - before <= 2

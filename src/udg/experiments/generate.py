@@ -359,8 +359,10 @@ class Generator:
         total = int(round(cfg.updates_per_step * steps))
         metrics = {}
         with self.timer("updates"):
-            for call, start in enumerate(range(0, total, cfg.updates_per_call)):
-                n = min(cfg.updates_per_call, total - start)
+            # Full chunks, then the remainder one update per call: only two scan lengths are
+            # ever compiled, whatever the episode lengths (early terminations vary them).
+            full, rest = divmod(total, cfg.updates_per_call)
+            for call, n in enumerate([cfg.updates_per_call] * full + [1] * rest):
                 batches = self.replay.sample(rng, cfg.sac.batch_size, n)
                 self.agents, metrics = sac.jit_population_update_n(
                     self.agents, batches, jax.random.fold_in(key, call)
