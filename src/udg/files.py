@@ -6,6 +6,7 @@ leaves either the old or the new version, never half of one. Used by every layer
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -48,6 +49,16 @@ def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of dicts as CSV; the header is every key in first-seen order, gaps left empty."""
+    buffer = io.StringIO()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

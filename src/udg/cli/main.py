@@ -8,7 +8,6 @@ exit status 2 (``--debug`` shows the traceback instead).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,11 +314,6 @@ def main(argv: list[str] | None = None) -> int:
         print("udg: interrupted; rerun the same command to resume where supported", file=sys.stderr)
         return 130
     return 0
-
-
-def json_dump(value) -> None:
-    """Print ``value`` as indented JSON on stdout."""
-    print(json.dumps(value, indent=2, default=str))
 
 
 if __name__ == "__main__":

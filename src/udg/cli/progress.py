@@ -94,8 +94,3 @@ def progress_bar(description: str, total: int, unit: str = "steps", completed: i
     with progress:
         task_id = progress.add_task(description, total=total, completed=completed, metrics="")
         yield _Bar(progress, task_id, description, total, unit, plain=not enabled)
-
-
-def is_interactive() -> bool:
-    """Whether standard output is a terminal."""
-    return sys.stdout.isatty()

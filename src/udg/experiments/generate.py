@@ -13,7 +13,6 @@ not checkpointed: it holds the whole history, which the chunk files already are.
 from __future__ import annotations
 
 import csv
-import io
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,8 +36,8 @@ from udg.experiments.runs import (
     MANIFEST,
     atomic_savez,
     atomic_write_bytes,
+    atomic_write_csv,
     atomic_write_json,
-    atomic_write_text,
     config_dict,
     git_revision,
     load_npz,
@@ -187,14 +186,8 @@ class Generator:
             ]
 
     def _write_metrics(self) -> None:
-        if not self.metrics:
-            return
-        buffer = io.StringIO()
-        fields = list(dict.fromkeys(k for row in self.metrics for k in row))
-        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(self.metrics)
-        atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
+        if self.metrics:
+            atomic_write_csv(self.out / "metrics.csv", self.metrics)
 
     def _write_manifest(self, status: str, extra: dict | None = None) -> None:
         atomic_write_json(
@@ -307,10 +300,8 @@ class Generator:
                 diversity = np.asarray(rewards, np.float64)
                 self._last_nearest = np.asarray(info["nearest"])
                 distances = np.asarray(info["mean_distances"])
-                self._last_distance = np.where(np.isfinite(distances), distances, np.nan)
-                self._last_distance = np.nanmin(
-                    np.where(np.isnan(self._last_distance), np.inf, self._last_distance), axis=1
-                )
+                nearest = distances.min(axis=1)  # +inf for self and empty caches
+                self._last_distance = np.where(np.isfinite(nearest), nearest, np.nan)
                 self.cache = self._push(self.cache, jnp.arange(k), feats, lengths)
         episodes = []
         for i, rec in enumerate(records):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,9 @@ from udg.evaluation.evaluate import evaluate
 from udg.experiments.runs import (
     MANIFEST,
     atomic_savez,
+    atomic_write_bytes,
+    atomic_write_csv,
     atomic_write_json,
-    atomic_write_text,
     config_dict,
     git_revision,
     load_npz,
@@ -180,13 +180,8 @@ class OfflineRun:
             self.history = [r for r in self.history if r["epoch"] <= self.epoch]
 
     def _write_curve(self) -> None:
-        if not self.history:
-            return
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(self.out / "learning_curve.csv", buffer.getvalue())
+        if self.history:
+            atomic_write_csv(self.out / "learning_curve.csv", self.history)
 
     # --- policy epochs -----------------------------------------------------------------
 
@@ -361,7 +356,7 @@ def run_offline(
     run.fit_model(on_model_epoch, model_path)
     run.load_checkpoint()
     run.run(on_epoch)
-    (out / "policy.msgpack").write_bytes(sac.to_bytes(run.agent))
+    atomic_write_bytes(out / "policy.msgpack", sac.to_bytes(run.agent))
     result = offline_result(run, ranking, selected, time.perf_counter() - start)
     _plot_curve(run, out)
     atomic_write_json(out / "result.json", result)

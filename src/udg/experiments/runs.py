@@ -19,6 +19,7 @@ from udg.errors import UdgError
 from udg.files import (  # noqa: F401  (re-exported: the runners import them from here)
     atomic_savez,
     atomic_write_bytes,
+    atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
     json_default,
