@@ -297,6 +297,21 @@ def test_train_step_and_epoch_do_not_retrace():
     assert np.isfinite(float(metrics["loss"]))
 
 
+def test_max_batches_per_epoch_caps_an_epoch_to_a_random_subset():
+    in_dim, out_dim = OBS_DIM + ACT_DIM, OBS_DIM + 1
+    capped = dataclasses.replace(TINY, batch_size=8, max_batches_per_epoch=3)
+    data = jax.random.normal(jax.random.key(9), (100, in_dim))
+    steps = []
+    for config in (capped, dataclasses.replace(capped, max_batches_per_epoch=None)):
+        state = EnsembleTrainState.create(config, jax.random.key(0), in_dim, out_dim)
+        state, metrics = jax.jit(train_epoch)(state, data, data[:, :out_dim], jax.random.key(1))
+        steps.append(int(state.step))
+        assert np.isfinite(float(metrics["loss"]))
+    assert steps == [3, 13]  # capped: 3 batches; full pass: ceil(100 / 8)
+    with pytest.raises(ValueError, match="max_batches_per_epoch"):
+        DynamicsConfig(max_batches_per_epoch=0)
+
+
 def test_input_and_config_validation():
     obs, act, next_obs, rew = linear_system(n=20)
     with pytest.raises(ValueError, match="row counts"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -26,8 +27,28 @@ def demo_run(tmp_path_factory):
         tasks=TASKS,
     )
     logs = []
-    summary = run_pipeline(config, out, log=logs.append)
+    summary = run_pipeline(config, out, log=logs.append, progress=PROGRESS)
     return out, config, summary, logs
+
+
+class RecordingBars:
+    """A progress factory that records every bar's total and updates."""
+
+    def __init__(self):
+        self.bars = {}
+
+    @contextlib.contextmanager
+    def __call__(self, description, total, unit):
+        bar = self.bars[description] = {"total": total, "unit": unit, "updates": []}
+
+        class Bar:
+            def update(self, completed, **metrics):
+                bar["updates"].append((completed, metrics))
+
+        yield Bar()
+
+
+PROGRESS = RecordingBars()
 
 
 def test_pipeline_writes_complete_reports(demo_run):
@@ -67,6 +88,17 @@ def test_pipeline_writes_complete_reports(demo_run):
     pairs = summary["theory"]["pairs"]
     assert len(pairs) == 10 and all(p["w1"] >= 0 for p in pairs)
     assert set(summary["theory"]["worst_case_proxy"]) == {"udg", "random", "supervised"}
+
+
+def test_every_stage_shows_progress_to_its_total(demo_run):
+    bars = PROGRESS.bars
+    assert sorted(bars) == ["baselines point K=2", "stage 1 point K=3", "stage 2 MOPO"]
+    for bar in bars.values():
+        completed = [c for c, _ in bar["updates"]]
+        assert completed == sorted(completed) and completed[-1] == bar["total"] > 0
+    mopo = bars["stage 2 MOPO"]
+    assert mopo["unit"] == "epochs" and mopo["total"] == 10 * TINY_MOPO.epochs
+    assert any("ret" in m for _, m in mopo["updates"])
 
 
 def test_rerun_skips_finished_work(demo_run, monkeypatch):

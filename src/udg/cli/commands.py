@@ -340,6 +340,7 @@ def offline(args) -> None:
 
 def pipeline(experiment: str, args) -> None:
     """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
+    from udg.cli.progress import progress_bar
     from udg.experiments.pipeline import PipelineConfig, run_pipeline
     from udg.experiments.report import columns, findings, headline_rows, paper_rows
 
@@ -352,6 +353,7 @@ def pipeline(experiment: str, args) -> None:
         executor=args.executor,
         address=args.address,
         log=lambda m: stdout.print(f"[dim]{m}[/dim]"),
+        progress=progress_bar,
     )
     header = ["task"] + [label for _, label in columns(summary)]
     for title, rows in [

@@ -33,11 +33,11 @@ class Cell:
     """The cell's output folder."""
 
 
-def run_cell(cell: Cell) -> dict:
-    """Run one cell (or return its stored result)."""
+def run_cell(cell: Cell, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Run one cell (or return its stored result); ``on_epoch(epoch, row)`` after each epoch."""
     from udg.experiments.offline import run_offline
 
-    return run_offline(cell.config, [Path(p) for p in cell.data], Path(cell.out))
+    return run_offline(cell.config, [Path(p) for p in cell.data], Path(cell.out), on_epoch=on_epoch)
 
 
 def run_cells(
@@ -45,8 +45,13 @@ def run_cells(
     executor: str = "local",
     address: str | None = None,
     on_done: Callable[[Cell, dict], None] | None = None,
+    on_epoch: Callable[[Cell, int, dict], None] | None = None,
 ) -> dict[str, dict]:
-    """Run every cell; returns ``{cell name: result}``."""
+    """Run every cell; returns ``{cell name: result}``.
+
+    ``on_done(cell, result)`` follows each finished cell; ``on_epoch(cell, epoch, row)`` each
+    MOPO epoch of a cell run in-process (the Ray executor reports finished cells only).
+    """
     if executor not in EXECUTORS:
         raise UdgError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
     names = [c.name for c in cells]
@@ -55,7 +60,8 @@ def run_cells(
     if executor == "local":
         results = {}
         for cell in cells:
-            results[cell.name] = run_cell(cell)
+            hook = None if on_epoch is None else (lambda e, row, c=cell: on_epoch(c, e, row))
+            results[cell.name] = run_cell(cell, hook)
             if on_done is not None:
                 on_done(cell, results[cell.name])
         return results

@@ -37,7 +37,7 @@ def mopo_preset(env: str, scale: str) -> MOPOConfig:
             epochs=40,
             eval_every=10,
             eval_episodes=5,
-            dynamics=dataclasses.replace(base.dynamics, max_epochs=40),
+            dynamics=dataclasses.replace(base.dynamics, max_epochs=40, max_batches_per_epoch=400),
         )
     return dataclasses.replace(
         base,

@@ -12,10 +12,12 @@ in the paper's format beside the paper's numbers. Rerunning the command resumes 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,6 +137,31 @@ def _random_dataset(env: str, steps: int, episode_length: int, seed: int, root: 
     )
 
 
+Progress = Callable[[str, int, str], contextlib.AbstractContextManager[Any]]
+"""``progress(description, total, unit)`` -> a context whose value has ``update(n, **metrics)``
+(:func:`udg.cli.progress.progress_bar`)."""
+
+
+class _NoBar:
+    def update(self, completed: int, **metrics: Any) -> None:
+        pass
+
+
+def _no_progress(description: str, total: int, unit: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext(_NoBar())
+
+
+def _generate_with_bar(config: GenerateConfig, out: Path, description: str, progress: Progress):
+    total = config.rounds * config.episode_length
+    with progress(description, total, "steps") as bar:
+
+        def on_round(round_done: int, row: dict) -> None:
+            returns = [row[f"return_{i}"] for i in range(config.num_agents)]
+            bar.update(min(round_done * config.episode_length, total), ret=float(np.mean(returns)))
+
+        run_generate(config, out, on_round)
+
+
 def get_experiment(name: str) -> ExperimentSpec:
     try:
         return EXPERIMENTS[name]
@@ -148,8 +175,12 @@ def run_pipeline(
     executor: str = "local",
     address: str | None = None,
     log: Callable[[str], None] = print,
+    progress: Progress = _no_progress,
 ) -> dict:
-    """Run (or resume) the experiment in ``out``; returns what it wrote to results.json."""
+    """Run (or resume) the experiment in ``out``; returns what it wrote to results.json.
+
+    ``log`` gets one line per stage and per finished cell; ``progress`` makes a bar per stage.
+    """
     spec = get_experiment(config.experiment)
     if config.seeds < 1:
         raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
@@ -165,7 +196,7 @@ def run_pipeline(
     expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
 
     log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
-    run_generate(gen, out / "udg")
+    _generate_with_bar(gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress)
     plot_run_coverage(out / "udg")
     log(
         f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once "
@@ -179,7 +210,9 @@ def run_pipeline(
         w_task=1.0,
         w_div=0.0,
     )
-    run_generate(experts_config, out / "experts")
+    _generate_with_bar(
+        experts_config, out / "experts", f"baselines {spec.env} K={len(expert_tasks)}", progress
+    )
     total = gen.num_agents * gen.rounds * gen.episode_length
     log(f"baseline: {total} uniformly random transitions")
     random_path = _random_dataset(spec.env, total, gen.episode_length, config.seed, out / "random")
@@ -224,12 +257,22 @@ def run_pipeline(
                 )
     log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
     done = [0]
+    with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
 
-    def on_done(cell: Cell, result: dict) -> None:
-        done[0] += 1
-        log(f"  [{done[0]}/{len(cells)}] {cell.name}: return {result['last_return']:.1f}")
+        def on_epoch(cell: Cell, epoch: int, row: dict) -> None:
+            metrics = {"cell": cell.name}
+            if "eval_return" in row:
+                metrics["ret"] = float(row["eval_return"])
+            bar.update(done[0] * mopo.epochs + epoch, **metrics)
 
-    results = run_cells(cells, executor=executor, address=address, on_done=on_done)
+        def on_done(cell: Cell, result: dict) -> None:
+            done[0] += 1
+            bar.update(done[0] * mopo.epochs, cell=cell.name, ret=float(result["last_return"]))
+            log(f"  [{done[0]}/{len(cells)}] {cell.name}: return {result['last_return']:.1f}")
+
+        results = run_cells(
+            cells, executor=executor, address=address, on_done=on_done, on_epoch=on_epoch
+        )
 
     log("theory check: exact W1 to expert data")
     analysis = _theory(

@@ -109,7 +109,8 @@ def train_epoch(
 
     inputs [N, in], targets [N, out] are normalised. The last partial batch is filled by
     wrapping around the member's permutation, so every step has the same shape (no retrace)
-    and every sample is seen at least once per epoch.
+    and every sample is seen at least once per epoch, unless ``config.max_batches_per_epoch``
+    cuts the epoch to the first batches of the permutation (a random subset).
     """
     config = state.config
     n = inputs.shape[0]
@@ -119,6 +120,8 @@ def train_epoch(
     perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)  # [E, N]
     perms = jnp.concatenate([perms, perms[:, : num_batches * batch - n]], axis=1)
     batch_idx = perms.reshape(config.ensemble_size, num_batches, batch).transpose(1, 0, 2)
+    if config.max_batches_per_epoch is not None:
+        batch_idx = batch_idx[: config.max_batches_per_epoch]  # [steps, E, B]
 
     def body(carry: EnsembleTrainState, idx: jax.Array):  # idx [E, B]
         return train_step(carry, inputs[idx], targets[idx])

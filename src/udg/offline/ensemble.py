@@ -68,6 +68,10 @@ class DynamicsConfig:
     """Stop after this many epochs in which no member improved its holdout MSE."""
     max_epochs: int | None = None
     """Hard cap on epochs (None: early stopping only)."""
+    max_batches_per_epoch: int | None = None
+    """Cap on minibatch steps per epoch: an epoch then trains on a fresh random subset of
+    ``max_batches_per_epoch * batch_size`` transitions per member, which bounds the cost of an
+    epoch on large datasets (None: every epoch is a full pass)."""
     logvar_bound_penalty: float = 0.01
     """Coefficient on sum(max_logvar) - sum(min_logvar), keeping the learned bounds tight."""
     improvement_threshold: float = 0.01
@@ -98,6 +102,10 @@ class DynamicsConfig:
             raise ValueError("batch_size, max_holdout, max_epochs_since_update must be >= 1")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1 or None, got {self.max_epochs}")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise ValueError(
+                f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}"
+            )
 
 
 def _member_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32):
