@@ -56,6 +56,54 @@ def test_interrupted_run_resumes_to_identical_datasets(tmp_path):
             np.testing.assert_array_equal(a.infos[column], b.infos[column])
 
 
+def _tensorboard_scalars(folder):
+    """{(tag, step): [values]} from the event files, as TensorBoard reads them (with purges)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                scalars = {k: v for k, v in scalars.items() if k[1] < event.step}
+            for value in event.summary.value:
+                scalars.setdefault((value.tag, event.step), []).append(value.simple_value)
+    return scalars
+
+
+def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    import udg.experiments.generate as generate_module
+
+    savez, state_saves = generate_module.atomic_savez, []
+
+    def killed_at_third_state_save(path, **arrays):
+        if path.name == "state.npz":
+            state_saves.append(path)
+            if len(state_saves) == 3:  # round 9: its curves are written, its state is not
+                raise Interrupt
+        savez(path, **arrays)
+
+    monkeypatch.setattr(generate_module, "atomic_savez", killed_at_third_state_save)
+    with pytest.raises(Interrupt):
+        run_generate(TINY, tmp_path / "run")
+    monkeypatch.setattr(generate_module, "atomic_savez", savez)
+    generator, _ = run_generate(TINY, tmp_path / "run")  # resumes after round 6
+    scalars = _tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    assert all(len(v) == 1 for v in scalars.values())
+    steps = sorted({step for tag, step in scalars if tag == "return/agent_0"})
+    assert steps == [TINY.episode_length * (r + 1) for r in range(TINY.rounds)]
+    for row in generator.metrics:
+        step = int(row["env_steps"])
+        assert scalars[("return/agent_1", step)][0] == pytest.approx(row["return_1"], rel=1e-6)
+
+
 def test_rerun_of_finished_run_does_nothing(tmp_path):
     _, paths = run_generate(TINY, tmp_path / "run")
     before = paths[0].joinpath("data", "main_data.hdf5").stat().st_mtime_ns

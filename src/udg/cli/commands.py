@@ -229,12 +229,13 @@ def generate(args) -> None:
 
         def on_round(round_done: int, row: dict) -> None:
             returns = [row[f"return_{i}"] for i in range(k)]
-            distance = [row[f"nearest_distance_{i}"] for i in range(k)]
+            distance = np.array([row[f"nearest_distance_{i}"] for i in range(k)])
+            distance = distance[np.isfinite(distance)]  # NaN until the caches hold episodes
             bar.update(
                 min(round_done * config.episode_length, total),
                 ret=float(np.mean(returns)),
                 min_ret=float(np.min(returns)),
-                nearest_w=float(np.nanmean(distance)) if config.w_div > 0 else "-",
+                nearest_w=float(distance.mean()) if config.w_div > 0 and distance.size else "-",
             )
 
         generator, paths = run_generate(config, args.out, on_round)

@@ -45,6 +45,7 @@ from udg.experiments.runs import (
     open_run,
     read_json,
 )
+from udg.experiments.tensorboard import TensorBoardLog
 
 CHECKPOINT = "checkpoint"
 REWARD_PARTS = ("reward_task", "reward_diversity")
@@ -109,6 +110,8 @@ class Generator:
         self.num_chunks = 0
         self.pending: list[list[Episode]] = [[] for _ in range(config.num_agents)]
         self.metrics: list[dict] = []
+        self._tensorboard: TensorBoardLog | None = None
+        self._tensorboard_rows = 0  # metric rows already in the event files
         self.timer = _Timer()
         self.wall_before = 0.0
         self._start = time.perf_counter()
@@ -175,6 +178,7 @@ class Generator:
             rows = list(csv.DictReader(metrics_path.open()))
             self.metrics = [{k: float(v or "nan") for k, v in r.items()} for r in rows]
             self.metrics = self.metrics[: self.round]
+        self._tensorboard_rows = len(self.metrics)
         return True
 
     def iter_chunks(self):
@@ -188,6 +192,13 @@ class Generator:
     def _write_metrics(self) -> None:
         if self.metrics:
             atomic_write_csv(self.out / "metrics.csv", self.metrics)
+        if self._tensorboard is None:  # opened at the first write, after any resume
+            resumed = self._tensorboard_rows * self.config.episode_length
+            self._tensorboard = TensorBoardLog(
+                self.out / "tensorboard", "env_steps", resume_step=resumed + 1 if resumed else None
+            )
+        self._tensorboard.write(self.metrics[self._tensorboard_rows :])
+        self._tensorboard_rows = len(self.metrics)
 
     def _write_manifest(self, status: str, extra: dict | None = None) -> None:
         atomic_write_json(
@@ -406,6 +417,8 @@ class Generator:
                     )
                 )
         atomic_write_bytes(self.out / "agents.msgpack", sac.to_bytes(self.agents))
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         self._write_manifest(status="complete", extra={"datasets": [str(p) for p in paths]})
         return paths
 
