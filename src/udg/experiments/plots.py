@@ -65,7 +65,14 @@ def plot_coverage(
     ax.set_title(title or "coverage of feature space (bold: last 20% of episodes)")
     ax.axhline(0, color="grey", lw=0.3)
     ax.axvline(0, color="grey", lw=0.3)
-    ax.set_aspect("equal", adjustable="datalim")
+    # Same units on both axes (ant's x, y) keep distances true; features of very different
+    # spread (halfcheetah's x and z) get their own scales so the smaller one stays readable.
+    points = np.concatenate(
+        [e for episodes in trajectories for e in episodes] or [np.zeros((1, 2))]
+    )
+    spread = np.ptp(points, axis=0)
+    if spread.min() * 5 >= spread.max():
+        ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=7, loc="best", ncols=2)
     return save_figure(fig, path)
 
