@@ -6,12 +6,13 @@ agent's dataset (all of it) for several seeds, and prints MOPO's last and best r
 the agent's return and the data's mean episode return.
 
     .venv/bin/python scripts/measure_offline.py RUN --task T [--agent 0] [--seeds 3]
-        [--scale demo|small] [--out DIR] [--executor local|ray]
+        [--scale demo|small] [--epochs N] [--first-seed S] [--out DIR] [--executor local|ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from udg.experiments.generate_config import GenerateConfig
 from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
+from udg.files import atomic_write_json
 
 
 def load_generate_config(run: Path) -> GenerateConfig:
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--agent", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="MOPO epochs (default: the scale's)")
     parser.add_argument("--scale", default="small")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--out", type=Path)
@@ -65,9 +69,11 @@ def main() -> None:
     data = args.run / "datasets" / dataset_id_for(config.env, f"agent-{args.agent}")
     out = args.out or args.run.parent / f"{args.run.name}-mopo-{task.name}"
     mopo = mopo_preset(config.env, args.scale)
+    if args.epochs is not None:
+        mopo = dataclasses.replace(mopo, epochs=args.epochs)
     cells = [Cell(name=f"seed{s}", config=OfflineConfig(task=task.name, select="all", seed=s,
                                                         mopo=mopo),
-                  data=(str(data),), out=str(out / f"seed{s}")) for s in range(args.seeds)]
+                  data=(str(data),), out=str(out / f"seed{s}")) for s in range(args.first_seed, args.first_seed + args.seeds)]
     results = run_cells(cells, executor=args.executor,
                         on_done=lambda c, r: print(f"{c.name}: last {r['last_return']:.1f}",
                                                    flush=True))
@@ -84,7 +90,7 @@ def main() -> None:
     print(f"MOPO last {last.mean():.1f} ± {last.std():.1f} (best {best.mean():.1f}); agent "
           f"{returns.mean():.1f}; ratio {last.mean() / returns.mean():.2f}; data mean "
           f"{data_mean:.1f}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary)
 
 
 if __name__ == "__main__":
