@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -91,10 +92,14 @@ def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkey
         savez(path, **arrays)
 
     monkeypatch.setattr(generate_module, "atomic_savez", killed_at_third_state_save)
+    monkeypatch.setattr(generate_module, "git_revision", lambda: "rev-a")
     with pytest.raises(Interrupt):
         run_generate(TINY, tmp_path / "run")
     monkeypatch.setattr(generate_module, "atomic_savez", savez)
+    monkeypatch.setattr(generate_module, "git_revision", lambda: "rev-b")
     generator, _ = run_generate(TINY, tmp_path / "run")  # resumes after round 6
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["git_revision"] == "rev-a" and manifest["git_revisions"] == ["rev-a", "rev-b"]
     scalars = _tensorboard_scalars(tmp_path / "run" / "tensorboard")
     assert all(len(v) == 1 for v in scalars.values())
     steps = sorted({step for tag, step in scalars if tag == "return/agent_0"})

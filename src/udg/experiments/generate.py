@@ -113,6 +113,7 @@ class Generator:
         self._tensorboard: TensorBoardLog | None = None
         self._tensorboard_rows = 0  # metric rows already in the event files
         self.timer = _Timer()
+        self.git_revisions = [git_revision()]
         self.wall_before = 0.0
         self._start = time.perf_counter()
         self._reward_fn = jax.jit(
@@ -172,6 +173,8 @@ class Generator:
                     self._add_to_replay(i, episode)
         manifest = read_json(self.out / MANIFEST)
         self.timer = _Timer(manifest.get("timings", {}))
+        earlier = manifest.get("git_revisions") or [manifest.get("git_revision", "unknown")]
+        self.git_revisions = earlier + [r for r in self.git_revisions if r not in earlier]
         self.wall_before = manifest.get("wall_seconds", 0.0)
         metrics_path = self.out / "metrics.csv"
         if metrics_path.exists():
@@ -208,7 +211,8 @@ class Generator:
                 "status": status,
                 "config": config_dict(self.config),
                 "seed": self.config.seed,
-                "git_revision": git_revision(),
+                "git_revision": self.git_revisions[0],
+                "git_revisions": self.git_revisions,  # every revision that ran a part of it
                 "machine": machine_description(),
                 "rounds_done": self.round,
                 "env_steps_per_agent": self.round * self.config.episode_length,

@@ -9,6 +9,7 @@ into a folder that holds a run with a different config is refused rather than mi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -74,8 +75,13 @@ def open_run(out: Path, kind: str, config: dict) -> dict | None:
     return None
 
 
+@functools.cache
 def git_revision() -> str:
-    """The git revision of the udg source tree ("unknown" outside a checkout)."""
+    """The git revision of the udg source tree ("unknown" outside a checkout).
+
+    Read once per process, at the first call (a run's start): the code a process runs is the
+    code it loaded, whatever is committed while it runs.
+    """
     try:
         root = Path(__file__).resolve().parents[3]
         rev = subprocess.run(
