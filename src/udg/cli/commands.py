@@ -341,7 +341,7 @@ def offline(args) -> None:
 
 def pipeline(experiment: str, args) -> None:
     """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
-    from udg.cli.progress import progress_bar
+    from udg.cli.progress import console, progress_bar
     from udg.experiments.pipeline import PipelineConfig, run_pipeline
     from udg.experiments.report import columns, findings, headline_rows, paper_rows
 
@@ -353,7 +353,9 @@ def pipeline(experiment: str, args) -> None:
         args.out,
         executor=args.executor,
         address=args.address,
-        log=lambda m: stdout.print(f"[dim]{m}[/dim]"),
+        # Stage lines go where the bars are (stderr), printed above a live bar, not through it;
+        # standard output keeps the tables.
+        log=lambda m: console.print(f"[dim]{m}[/dim]"),
         progress=progress_bar,
     )
     header = ["task"] + [label for _, label in columns(summary)]
