@@ -89,7 +89,7 @@ def progress_bar(description: str, total: int, unit: str = "steps", completed: i
         TextColumn("{task.fields[metrics]}"),
         console=console,
         disable=not enabled,
-        refresh_per_second=4,
+        refresh_per_second=1,  # redraws cost the learners CPU time: once a second is enough
     )
     with progress:
         task_id = progress.add_task(description, total=total, completed=completed, metrics="")
