@@ -196,7 +196,7 @@ def generate(args) -> None:
     import dataclasses
 
     from udg.cli.progress import progress_bar
-    from udg.experiments.generate import plot_run_coverage, run_generate
+    from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
     from udg.experiments.generate_config import generate_preset
 
     config = generate_preset(args.env, args.scale)
@@ -228,15 +228,7 @@ def generate(args) -> None:
     with progress_bar(f"generate {config.env} K={k}", total=total, unit="steps") as bar:
 
         def on_round(round_done: int, row: dict) -> None:
-            returns = [row[f"return_{i}"] for i in range(k)]
-            distance = np.array([row[f"nearest_distance_{i}"] for i in range(k)])
-            distance = distance[np.isfinite(distance)]  # NaN until the caches hold episodes
-            bar.update(
-                min(round_done * config.episode_length, total),
-                ret=float(np.mean(returns)),
-                min_ret=float(np.min(returns)),
-                nearest_w=float(distance.mean()) if config.w_div > 0 and distance.size else "-",
-            )
+            bar.update(min(round_done * config.episode_length, total), **round_summary(config, row))
 
         generator, paths = run_generate(config, args.out, on_round)
     if config.feature_columns and len(config.feature_columns) >= 2:

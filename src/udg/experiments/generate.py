@@ -441,6 +441,21 @@ def run_generate(
     return generator, generator.run(on_round)
 
 
+def round_summary(config: GenerateConfig, row: dict) -> dict[str, float | str]:
+    """A progress bar's metrics for one round's metrics row: mean and worst agent return, and
+    the mean W1 to the nearest other agent ("-" without diversity or before the caches fill)."""
+    returns = [row[f"return_{i}"] for i in range(config.num_agents)]
+    distance = np.array(
+        [row.get(f"nearest_distance_{i}", np.nan) for i in range(config.num_agents)]
+    )
+    distance = distance[np.isfinite(distance)]
+    return {
+        "ret": float(np.mean(returns)),
+        "min_ret": float(np.min(returns)),
+        "nearest_w": float(distance.mean()) if config.w_div > 0 and distance.size else "-",
+    }
+
+
 def plot_run_coverage(run: Path) -> Path:
     """Draw ``coverage.png`` of a finished generate run from its datasets."""
     from udg.data.minari_io import find_datasets, load_dataset

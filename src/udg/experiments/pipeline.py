@@ -28,7 +28,7 @@ from udg.envs.registry import make_env
 from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
-from udg.experiments.generate import plot_run_coverage, run_generate
+from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
@@ -156,8 +156,7 @@ def _generate_with_bar(config: GenerateConfig, out: Path, description: str, prog
     with progress(description, total, "steps") as bar:
 
         def on_round(round_done: int, row: dict) -> None:
-            returns = [row[f"return_{i}"] for i in range(config.num_agents)]
-            bar.update(min(round_done * config.episode_length, total), ret=float(np.mean(returns)))
+            bar.update(min(round_done * config.episode_length, total), **round_summary(config, row))
 
         run_generate(config, out, on_round)
 

@@ -41,10 +41,6 @@ class TensorBoardLog:
 
             self._writer = SummaryWriter(str(folder), purge_step=resume_step)
 
-    @property
-    def enabled(self) -> bool:
-        return self._writer is not None
-
     def write(self, rows: Sequence[dict]) -> None:
         if self._writer is None:
             return
