@@ -3,7 +3,7 @@
 ``paper`` is SPEC section 5 as written (50k rollouts every 1000 updates, 3000 epochs, 7x4x200
 ensemble). ``small`` keeps the algorithm and network sizes but cuts rollouts, epochs and the
 model's minibatches per epoch so that a MuJoCo cell fits in minutes on 2 cores: 40 policy epochs
-for halfcheetah (6 cells in ``udg experiment cheetah``), 15 for ant, whose 30 cells in
+for halfcheetah (6 cells in ``udg experiment cheetah``), 8 for ant, whose 30 cells in
 ``udg experiment ant-angle`` must share the same 3-hour budget (see :data:`SMALL_BUDGET`);
 ``demo`` shrinks the networks too, for the point env.
 The rollout horizon h and penalty lambda are per environment, within MOPO's published ranges:
@@ -27,11 +27,11 @@ SMALL_BUDGET = {
     # env: (policy epochs of 1000 updates, model max epochs, model minibatches per epoch)
     "point": (40, 40, 400),
     "halfcheetah": (40, 40, 400),
-    "ant": (15, 20, 100),
+    "ant": (8, 20, 100),
 }
-"""``small`` budgets per env. ant's is an estimate from the benchmarks (a ~10.5 s policy epoch,
-a ~20 ms model step): about 4 min per cell, 2 h for ant-angle's 30 cells after about 1 h of
-stage 1 and experts."""
+"""``small`` budgets per env. ant's is sized from a measured ant-angle cell (a ~13 s policy epoch
+with its rollouts and evaluations, ~266 s for a 15-epoch cell): about 2 min per cell, about 1 h
+for ant-angle's 30 cells after stage 1 (~67 min for K = 10) and the six experts (~40 min)."""
 
 
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
