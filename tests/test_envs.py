@@ -50,6 +50,20 @@ def test_point_time_limit_truncates():
     assert all(f == (False, False) for f in flags[:-1])
 
 
+def test_ant_offline_observation_is_the_obs_without_contact_forces():
+    spec = get_env_spec("ant")
+    full = make_env("ant")
+    truncated = make_env("ant", include_cfrc_ext_in_observation=False)
+    obs_full, _ = full.reset(seed=5)
+    obs_truncated, _ = truncated.reset(seed=5)
+    assert obs_truncated.shape == (spec.offline_observation_dims,)
+    np.testing.assert_array_equal(obs_full[: spec.offline_observation_dims], obs_truncated)
+    action = np.full(8, 0.3, np.float32)
+    np.testing.assert_allclose(
+        full.step(action)[0][: spec.offline_observation_dims], truncated.step(action)[0]
+    )
+
+
 def test_ant_termination_rule_matches_env():
     env = make_env("ant", max_episode_steps=300)
     obs, _ = env.reset(seed=3)

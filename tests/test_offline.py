@@ -102,6 +102,31 @@ def test_offline_end_to_end_and_resume(tmp_path, point_root):
     assert again["last_return"] == result["last_return"]
 
 
+def test_model_and_policy_see_only_the_configured_observation_entries(tmp_path, point_root):
+    # point's observation is (x, y, vx, vy); keep (x, y). The task reward still reads velocity
+    # from the full columns, so the ranking equals that of a run on full observations.
+    mopo_cfg = dataclasses.replace(TINY_MOPO, observation_dims=2)
+    config = OfflineConfig(
+        task="point-angle-0", select="top2", seed=0, mopo=mopo_cfg, eval_episode_length=20
+    )
+    result = run_offline(config, [point_root], tmp_path / "run")
+    assert result["observation_dims"] == 2
+    assert [r["name"] for r in result["ranking"]][:2] == ["udg/point/b-v0", "udg/point/a-v0"]
+    model = dynamics.load_model(tmp_path / "run" / "model.msgpack", expected_env_name="point")
+    assert model.obs_dim == 2
+    agent = sac.SAC.create(TINY_MOPO.sac, jax.random.key(0), 2, 2)
+    agent = sac.from_bytes(agent, (tmp_path / "run" / "policy.msgpack").read_bytes())
+    assert np.isfinite(result["last_return"])
+
+
+def test_observation_dims_beyond_the_data_are_refused(tmp_path, point_root):
+    mopo_cfg = dataclasses.replace(TINY_MOPO, observation_dims=5)
+    config = OfflineConfig(task="point-angle-0", select="top1", mopo=mopo_cfg)
+    with pytest.raises(UdgError, match="observation_dims 5 is not within 1..4"):
+        run_offline(config, [point_root], tmp_path / "run")
+    assert not (tmp_path / "run" / "model.msgpack").exists()
+
+
 def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root):
     config = OfflineConfig(
         task="point-angle-90", select="top1", seed=3, mopo=TINY_MOPO, eval_episode_length=20

@@ -42,6 +42,9 @@ class EnvSpec:
     """Info columns forming the diversity feature vector (SPEC section 3)."""
     terminated: Callable | None
     """Termination rule ``terminated(next_observations, xp=np) -> bool[...]``; None if unknown."""
+    offline_observation_dims: int | None = None
+    """Leading observation entries the offline learner (dynamics model and MOPO policy) sees by
+    default; None: all of them."""
     foreign_gym_ids: tuple[str, ...] = ()
     """Ids of datasets written by others that hold this environment (e.g. plain ``Ant-v5``)."""
     description: str = ""
@@ -67,6 +70,9 @@ ENVS: dict[str, EnvSpec] = {
         info_columns=ANT_INFO_COLUMNS,
         feature_columns=("x_position", "y_position"),
         terminated=ant_terminated,
+        # The 13 joint positions and 14 velocities, without the 78 contact forces: MOPO's (and
+        # MBPO's) truncated Ant, whose model need not predict spiky contact forces.
+        offline_observation_dims=27,
         foreign_gym_ids=("Ant-v5",),
         description="Gymnasium Ant-v5 (obs 105, act 8); terminates when torso z leaves [0.2, 1]",
     ),

@@ -25,6 +25,7 @@ from udg.agents import sac
 from udg.data.dataset import Dataset
 from udg.data.minari_io import load_datasets
 from udg.data.relabel import select
+from udg.envs.registry import get_env_spec
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import UdgError
 from udg.evaluation.evaluate import evaluate
@@ -97,14 +98,41 @@ class _ModelBuffer:
         self.size, self.pointer = size, int(state["buffer_pointer"])
 
 
+def observation_view(data: Dataset, dims: int) -> Dataset:
+    """``data`` with only the first ``dims`` entries of its (next) observations.
+
+    Task rewards already relabelled stay as they are: they were computed from the full columns.
+    """
+    if not 1 <= dims <= data.obs_dim:
+        raise UdgError(
+            f"observation_dims {dims} is not within 1..{data.obs_dim}, the data's observation size"
+        )
+    if dims == data.obs_dim:
+        return data
+    return dataclasses.replace(
+        data,
+        observations=np.ascontiguousarray(data.observations[:, :dims]),
+        next_observations=np.ascontiguousarray(data.next_observations[:, :dims]),
+    )
+
+
 class OfflineRun:
-    """One ``udg offline`` run in a folder."""
+    """One ``udg offline`` run in a folder.
+
+    The model and the policy see the first ``observation_dims`` observation entries (the config's,
+    else the env's default); evaluation steps the real environment and slices its observations
+    the same way, while the task reward reads the full columns.
+    """
 
     def __init__(self, config: OfflineConfig, data: Dataset, task: TaskSpec, out: Path):
-        self.config, self.data, self.task, self.out = config, data, task, Path(out)
         if task.terminated is None:
             raise UdgError(f"env {task.env} has no termination rule; MOPO's rollouts need one")
         m = config.mopo
+        self.obs_dims = (
+            m.observation_dims or get_env_spec(task.env).offline_observation_dims or data.obs_dim
+        )
+        data = observation_view(data, self.obs_dims)
+        self.config, self.data, self.task, self.out = config, data, task, Path(out)
         key = jax.random.key(config.seed)
         self.dyn_key, agent_key, self.run_key = jax.random.split(key, 3)
         self.agent = sac.SAC.create(m.sac, agent_key, data.obs_dim, data.act_dim)
@@ -267,10 +295,12 @@ class OfflineRun:
         return row
 
     def evaluate(self) -> np.ndarray:
-        agent = self.agent
+        agent, dims = self.agent, self.obs_dims
         return evaluate(
             self.task,
-            lambda obs: np.asarray(sac.jit_greedy_actions_single(agent, jnp.asarray(obs))),
+            lambda obs: np.asarray(
+                sac.jit_greedy_actions_single(agent, jnp.asarray(obs[:, :dims]))
+            ),
             self.config.mopo.eval_episodes,
             seed=self.config.seed * 100_003 + self.epoch,
             max_episode_steps=self.config.eval_episode_length,
@@ -302,6 +332,7 @@ def offline_result(run: OfflineRun, ranking, selected: Dataset, wall: float) -> 
         "ranking": [dataclasses.asdict(r) for r in ranking],
         "selected": selected.name,
         "selected_transitions": selected.num_transitions,
+        "observation_dims": run.obs_dims,
         "data_mean_return": float(
             np.mean(selected.episode_returns(selected.task_rewards[run.task.name]))
         ),

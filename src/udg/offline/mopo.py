@@ -57,6 +57,9 @@ class MOPOConfig:
     """SAC updates per epoch."""
     updates_per_call: int = 50
     """SAC updates scanned in one jitted call."""
+    observation_dims: int | None = None
+    """Leading observation entries the model and the policy see (None: the env's default, all
+    but Ant's 78 contact forces; the data's full observations still give the task rewards)."""
     eval_every: int = 10
     """Epochs between evaluations in the real environment."""
     eval_episodes: int = 10
@@ -88,6 +91,8 @@ class MOPOConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.observation_dims is not None and self.observation_dims < 1:
+            raise ValueError(f"observation_dims must be >= 1, got {self.observation_dims}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
         if self.penalty_coef < 0:
