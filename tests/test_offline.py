@@ -205,6 +205,14 @@ def test_cli_offline_bad_penalty(capsys, point_root, tmp_path):
     assert code == 2 and "unknown penalty 'bogus'" in err
 
 
+def test_cli_offline_observation_dims_beyond_the_data(capsys, point_root, tmp_path):
+    args = ["offline", "--data", str(point_root), "--task", "point-angle-0"]
+    code = main([*args, "--out", str(tmp_path / "o"), "--observation-dims", "9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "observation_dims 9 is not within 1..4" in err
+    assert not (tmp_path / "o" / "model.msgpack").exists()
+
+
 def test_relabelled_rewards_feed_the_model(point_root):
     data = load_dataset(point_root / "udg/point/b-v0")
     task = get_task("point-angle-0")

@@ -283,6 +283,7 @@ def offline(args) -> None:
         "penalty_coef": args.penalty_coef,
         "penalty": args.penalty,
         "eval_episodes": args.eval_episodes,
+        "observation_dims": args.observation_dims,
     }
     try:
         mopo = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})

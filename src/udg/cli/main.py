@@ -207,6 +207,8 @@ class Offline:
     """max_sigma (MOPO's) or disagreement."""
     eval_episodes: int | None = None
     """Episodes per evaluation (default: the preset's)."""
+    observation_dims: int | None = None
+    """Leading observation entries the model and policy see (default: the env's; ant: 27)."""
     eval_episode_length: int | None = None
     """Time limit of evaluation episodes (default: the env's)."""
     model: Path | None = None
