@@ -65,6 +65,9 @@ def mopo_preset(env: str, scale: str) -> MOPOConfig:
         checkpoint_every=4,
         sac=SACConfig(hidden_dims=(64, 64)),
         dynamics=DynamicsConfig(
-            hidden_dims=(64, 64, 64), weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4), max_epochs=15
+            hidden_dims=(64, 64, 64),
+            weight_decay=(2.5e-5, 5e-5, 7.5e-5, 1e-4),
+            max_epochs=15,
+            max_batches_per_epoch=100,
         ),
     )
