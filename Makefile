@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/udg demo --out runs/demo
+	$(VENV)/bin/udg demo --out runs/demo --executor ray
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
