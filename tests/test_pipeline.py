@@ -88,6 +88,10 @@ def test_pipeline_writes_complete_reports(demo_run):
     pairs = summary["theory"]["pairs"]
     assert len(pairs) == 10 and all(p["w1"] >= 0 for p in pairs)
     assert set(summary["theory"]["worst_case_proxy"]) == {"udg", "random", "supervised"}
+    stages = summary["stage_seconds"]
+    assert list(stages) == ["stage 1", "baselines", "MOPO cells"] and min(stages.values()) > 0
+    assert stages["MOPO cells"] == sum(c["wall_seconds"] for c in summary["cells"].values())
+    assert "stages as recorded over all runs: stage 1" in report
 
 
 def test_every_stage_shows_progress_to_its_total(demo_run):

@@ -33,7 +33,13 @@ from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
-from udg.experiments.runs import atomic_write_json, git_revision, machine_description
+from udg.experiments.runs import (
+    MANIFEST,
+    atomic_write_json,
+    git_revision,
+    machine_description,
+    read_json,
+)
 from udg.offline.mopo import MOPOConfig
 
 EXPERT_EPISODES = 10
@@ -290,12 +296,23 @@ def run_pipeline(
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
+        "stage_seconds": _stage_seconds(out, cells, results),
     }
     atomic_write_json(out / "results.json", summary)
     from udg.experiments.report import write_report
 
     write_report(out, summary)
     return summary
+
+
+def _stage_seconds(out: Path, cells, results) -> dict[str, float]:
+    """Compute time of the main stages as each recorded it, summed over resumed runs (the
+    invocation's ``wall_seconds`` is only its own part when the experiment was resumed)."""
+    return {
+        "stage 1": read_json(out / "udg" / MANIFEST)["wall_seconds"],
+        "baselines": read_json(out / "experts" / MANIFEST)["wall_seconds"],
+        "MOPO cells": sum(results[c.name]["wall_seconds"] for c in cells),
+    }
 
 
 def _cell_summary(result: dict) -> dict:

@@ -95,6 +95,17 @@ def findings(summary: dict) -> list[str]:
     return lines
 
 
+def timing_line(summary: dict) -> str:
+    """"wall time X s" of the invocation that wrote the report, and the stages' own times
+    (which add up over resumed runs) when recorded."""
+    line = f"wall time {summary['wall_seconds']:.0f} s"
+    stages = summary.get("stage_seconds")
+    if stages:
+        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items())
+        line += f" for this invocation (stages as recorded over all runs: {parts})"
+    return line
+
+
 def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
     """Write figures, ``report.md`` and ``report.html`` into ``out``."""
     out = Path(out)
@@ -135,7 +146,7 @@ def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
     md = [
         f"# UDG report: {summary['experiment']}",
         "",
-        f"git revision `{summary['git_revision']}`, wall time {summary['wall_seconds']:.0f} s, "
+        f"git revision `{summary['git_revision']}`, {timing_line(summary)}, "
         f"machine: {summary['machine']['cpus']} CPUs, {summary['machine']['platform']}.",
         "",
         f"## Offline return (MOPO, last evaluation; {spread})",
@@ -213,8 +224,8 @@ def _html(summary, header, rows, pairs, spread) -> str:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}
 img{{max-width:48%;margin:.5em}}</style></head><body>
 <h1>UDG report</h1>
-<p>git revision <code>{html.escape(summary["git_revision"])}</code>, wall time
-{summary["wall_seconds"]:.0f} s.</p>
+<p>git revision <code>{html.escape(summary["git_revision"])}</code>,
+{html.escape(timing_line(summary))}.</p>
 <h2>Offline return (MOPO, last evaluation; {html.escape(spread)})</h2>
 {table(header, rows)}
 {("<h2>The paper's numbers</h2>" + table(header, paper_rows(summary))) if summary.get("paper") else ""}
