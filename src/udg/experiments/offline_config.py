@@ -31,7 +31,7 @@ SMALL_BUDGET = {
 }
 """``small`` budgets per env. ant's is sized from a measured ant-angle cell (a ~13 s policy epoch
 with its rollouts and evaluations, ~266 s for a 15-epoch cell): about 2 min per cell, about 1 h
-for ant-angle's 30 cells after stage 1 (~67 min for K = 10) and the six experts (~40 min)."""
+for ant-angle's 30 cells after stage 1 (~67 min for K = 10) and the six experts (~23 min)."""
 
 
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
