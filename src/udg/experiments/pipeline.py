@@ -306,8 +306,9 @@ def run_pipeline(
 
 
 def _stage_seconds(out: Path, cells, results) -> dict[str, float]:
-    """Compute time of the main stages as each recorded it, summed over resumed runs (the
-    invocation's ``wall_seconds`` is only its own part when the experiment was resumed)."""
+    """Time of the main stages as each recorded it: stage 1 and the baselines summed over
+    resumed runs (their manifests keep it); each MOPO cell as the invocation that finished it.
+    The experiment's ``wall_seconds`` is only this invocation's when it was resumed."""
     return {
         "stage 1": read_json(out / "udg" / MANIFEST)["wall_seconds"],
         "baselines": read_json(out / "experts" / MANIFEST)["wall_seconds"],

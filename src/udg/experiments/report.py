@@ -96,8 +96,8 @@ def findings(summary: dict) -> list[str]:
 
 
 def timing_line(summary: dict) -> str:
-    """The wall time of the invocation that wrote the report, and the stages' own times (which
-    add up over resumed runs) when recorded."""
+    """The wall time of the invocation that wrote the report, and the stages' own recorded times
+    (see ``pipeline._stage_seconds``) when present."""
     line = f"wall time {summary['wall_seconds']:.0f} s"
     stages = summary.get("stage_seconds")
     if stages:
