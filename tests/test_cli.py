@@ -93,3 +93,25 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(UdgError):
         main(["--debug", "collect-random", "--env", "hopper"])
+
+
+def test_generate_flags_override_the_preset_field_by_field():
+    import tyro
+
+    from udg.cli.commands import generate_config
+    from udg.cli.main import Generate
+
+    def config(*argv):
+        return generate_config(tyro.cli(Generate, args=["--out", "x", *argv]))
+
+    preset = config("--env", "ant", "--scale", "small")
+    assert preset.diversity.episode_scaling is True and preset.num_agents == 10
+    tuned = config(
+        "--env", "ant", "--scale", "small", "--agents", "4", "--reward-scale", "7.5",
+        "--episode-scaling", "False",
+    )  # fmt: skip
+    assert tuned.num_agents == 4 and tuned.steps == preset.steps
+    assert tuned.diversity.reward_scale == 7.5 and tuned.diversity.episode_scaling is False
+    assert tuned.diversity.cache_size == tuned.episode_length
+    supervised = config("--env", "ant", "--agents", "1", "--task", "ant-angle-0", "--w-div", "0")
+    assert supervised.w_task == 1.0 and supervised.task == "ant-angle-0"

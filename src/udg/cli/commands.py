@@ -191,12 +191,11 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
     print_ranking(ranking, task)
 
 
-def generate(args) -> None:
-    """``udg generate``: preset, overrides, run with a progress bar, summary table."""
+def generate_config(args):
+    """The validated :class:`GenerateConfig` of ``udg generate``'s flags: the preset of
+    ``--env``/``--scale``, then each flag that was given, field by field."""
     import dataclasses
 
-    from udg.cli.progress import progress_bar
-    from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
     from udg.experiments.generate_config import generate_preset
 
     config = generate_preset(args.env, args.scale)
@@ -216,13 +215,22 @@ def generate(args) -> None:
         w_task = 1.0
     overrides["w_task"] = w_task
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.reward_scale is not None:
-        config = dataclasses.replace(
-            config, diversity=dataclasses.replace(config.diversity, reward_scale=args.reward_scale)
-        )
+    diversity = {"reward_scale": args.reward_scale, "episode_scaling": args.episode_scaling}
+    diversity = {k: v for k, v in diversity.items() if v is not None}
+    config = dataclasses.replace(
+        config, diversity=dataclasses.replace(config.diversity, **diversity)
+    )
     if config.num_agents == 1 and args.w_div is None:
         config = dataclasses.replace(config, w_div=0.0)
-    config = config.validated()
+    return config.validated()
+
+
+def generate(args) -> None:
+    """``udg generate``: preset, overrides, run with a progress bar, summary table."""
+    from udg.cli.progress import progress_bar
+    from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
+
+    config = generate_config(args)
     total = config.rounds * config.episode_length
     k = config.num_agents
     with progress_bar(f"generate {config.env} K={k}", total=total, unit="steps") as bar:

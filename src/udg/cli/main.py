@@ -153,6 +153,8 @@ class Generate:
     """Random-action steps per agent before learning (default: the preset's)."""
     reward_scale: float | None = None
     """Scale of the diversity reward (default: the preset's)."""
+    episode_scaling: bool | None = None
+    """Multiply an early-ended episode's diversity reward by T / D (default: the preset's)."""
     features: tuple[str, ...] | None = None
     """Info columns forming the diversity features (default: the env's)."""
     final_rollouts: int | None = None
