@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tiny_configs import TINY
 
 from udg.data.minari_io import find_datasets, load_dataset
@@ -154,7 +156,18 @@ def test_other_config_in_existing_run_is_refused(tmp_path):
     assert (tmp_path / "run" / "manifest.json").read_text() == manifest
 
 
-def test_learning_compiles_two_update_shapes_whatever_the_episode_lengths(tmp_path):
+@given(total=st.integers(0, 500), per_call=st.integers(1, 64))
+def test_update_chunks_sum_to_total_in_few_distinct_lengths(total, per_call):
+    from udg.experiments.generate import update_chunks
+
+    chunks = update_chunks(total, per_call)
+    assert sum(chunks) == total and all(1 <= n <= per_call for n in chunks)
+    rest = chunks[total // per_call :]
+    assert len(rest) == len(set(rest)) <= max(1, per_call.bit_length())  # distinct powers of two
+    assert all(n & (n - 1) == 0 for n in rest) and rest == sorted(rest, reverse=True)
+
+
+def test_learning_compiles_few_update_shapes_whatever_the_episode_lengths(tmp_path):
     import jax
 
     from udg.agents import sac
@@ -181,7 +194,9 @@ def test_learning_compiles_two_update_shapes_whatever_the_episode_lengths(tmp_pa
     for episode_index in range(config.num_agents):
         generator._add_to_replay(episode_index, episodes[episode_index])
     before = sac.jit_population_update_n._cache_size()
-    for length in (3, 11, 13, 7):  # remainders 3, 4, 6, 0 of chunks of 7
+    for length in (3, 11, 13, 7, 5, 20):  # remainders 3, 4, 6, 0, 5, 6 of chunks of 7
         fake = [dataclasses.replace(episodes[0], actions=np.zeros((length, 2), np.float32))]
         generator._learn(fake, jax.random.key(length), np.random.default_rng(0))
-    assert sac.jit_population_update_n._cache_size() - before <= 2
+    # Scan lengths 7, 4, 2, 1 at most, whatever the remainders.
+    assert sac.jit_population_update_n._cache_size() - before <= 4
+    assert int(generator.agents.step[0]) == 3 + 11 + 13 + 7 + 5 + 20

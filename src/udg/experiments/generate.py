@@ -81,6 +81,17 @@ def _act(agents: sac.SAC, observations, key, t):
     return sac.sample_actions(agents, observations[:, None], jax.random.fold_in(key, t))[:, 0]
 
 
+def update_chunks(total: int, per_call: int) -> list[int]:
+    """Scan lengths for ``total`` updates: full chunks of ``per_call``, then the remainder as
+    powers of two, largest first (e.g. 50, 50, 32, 4, 1 for 137 of 50). The runner compiles one
+    update per length, so at most 1 + log2(per_call) are ever compiled whatever the episode
+    lengths (early terminations vary them), while a remainder costs at most log2(per_call)
+    dispatches, not one per update."""
+    full, rest = divmod(total, per_call)
+    powers = [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
+    return [per_call] * full + powers
+
+
 class Generator:
     """One stage-1 run in a folder: create or resume, run rounds, write datasets."""
 
@@ -365,10 +376,7 @@ class Generator:
         total = int(round(cfg.updates_per_step * steps))
         metrics = {}
         with self.timer("updates"):
-            # Full chunks, then the remainder one update per call: only two scan lengths are
-            # ever compiled, whatever the episode lengths (early terminations vary them).
-            full, rest = divmod(total, cfg.updates_per_call)
-            for call, n in enumerate([cfg.updates_per_call] * full + [1] * rest):
+            for call, n in enumerate(update_chunks(total, cfg.updates_per_call)):
                 batches = self.replay.sample(rng, cfg.sac.batch_size, n)
                 self.agents, metrics = sac.jit_population_update_n(
                     self.agents, batches, jax.random.fold_in(key, call)
