@@ -3,7 +3,10 @@
 For each agent, the feature states of its last ``--episodes`` episodes (its near-final policy)
 form one distribution; the same number of episodes of uniformly random actions, collected with
 K different seeds, form the reference. The script prints the minimum and mean pairwise exact W1
-(POT) of both groups and their ratio. Issue target on point with K = 6: min ratio >= 5.
+(POT) of both groups and their ratio (issue target on point with K = 6: min ratio >= 5), then,
+per policy, how far its episodes went (median distance from the episode's first feature state
+to its last), their mean heading, and how consistent that heading is (1: every episode the same
+way; near 0: no preferred direction), which tells walking in distinct directions from a cloud.
 
     .venv/bin/python scripts/measure_diversity.py RUN [--episodes 10]
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,29 @@ def features(data, columns, episodes):
     return np.stack([data.infos[c][start:] for c in columns], axis=-1)
 
 
+def displacements(data, columns, episodes):
+    """[episodes, 2]: last minus first feature state (first two columns) of each of the last
+    ``episodes`` episodes: how far and in which direction each episode went."""
+    first = max(0, data.num_episodes - episodes)
+    starts = data.episode_starts[first:]  # with the end of the last episode
+    xy = np.stack([data.infos[c] for c in columns[:2]], axis=-1)
+    return np.stack([xy[end - 1] - xy[start] for start, end in pairwise(starts)])
+
+
+def heading_table(name, sets):
+    """Per policy: median distance travelled, mean heading and its consistency (the length of
+    the mean unit vector: 1 when every episode goes the same way, ~0 for random directions)."""
+    print(f"{name}: {'policy':<8}{'median reach':>14}{'heading (deg)':>15}{'consistency':>13}")
+    for i, d in enumerate(sets):
+        unit = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        mean = unit.mean(axis=0)
+        heading = np.degrees(np.arctan2(mean[1], mean[0])) % 360
+        print(
+            f"{'':<{len(name) + 2}}{i:<8}{np.median(np.linalg.norm(d, axis=1)):>14.2f}"
+            f"{heading:>15.0f}{np.linalg.norm(mean):>13.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -38,18 +65,19 @@ def main() -> None:
     config = manifest["config"]
     env, k, horizon = config["env"], config["num_agents"], config["episode_length"]
     columns = config["features"] or list(get_env_spec(env).feature_columns)
-    agents = [
-        features(load_dataset(args.run / "datasets" / dataset_id_for(env, f"agent-{i}")),
-                 columns, args.episodes)
-        for i in range(k)
+    datasets = [
+        load_dataset(args.run / "datasets" / dataset_id_for(env, f"agent-{i}")) for i in range(k)
     ]
-    randoms = []
+    agents = [features(d, columns, args.episodes) for d in datasets]
+    agent_moves = [displacements(d, columns, args.episodes) for d in datasets]
+    randoms, random_moves = [], []
     for seed in range(k):
         gym_env = make_env(env, max_episode_steps=horizon)
         policy = uniform_random_policy(gym_env.action_space, np.random.default_rng(1000 + seed))
         episodes = collect_episodes(gym_env, policy, args.episodes * horizon, seed=1000 + seed)
-        randoms.append(features(dataset_from_episodes("r", env, episodes), columns,
-                                args.episodes))
+        data = dataset_from_episodes("r", env, episodes)
+        randoms.append(features(data, columns, args.episodes))
+        random_moves.append(displacements(data, columns, args.episodes))
     rows = {}
     for name, sets in (("agents", agents), ("random", randoms)):
         w = pairwise_exact_w1(sets, max_points=2000)
@@ -60,8 +88,12 @@ def main() -> None:
     print(f"{'policies':<10}{'min pairwise W1':>18}{'mean pairwise W1':>18}")
     for name, row in rows.items():
         print(f"{name:<10}{row['min']:>18.3f}{row['mean']:>18.3f}")
-    print(f"ratio of minima (agents / random): {ratio:.1f}  (target >= 5: "
-          f"{'met' if ratio >= 5 else 'NOT met'})")
+    print(
+        f"ratio of minima (agents / random): {ratio:.1f}  (target >= 5: "
+        f"{'met' if ratio >= 5 else 'NOT met'})"
+    )
+    heading_table("agents", agent_moves)
+    heading_table("random", random_moves)
 
 
 if __name__ == "__main__":

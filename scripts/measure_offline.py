@@ -63,33 +63,51 @@ def main() -> None:
     generator = Generator(config, args.run / ".measure-scratch")
     agents = sac.from_bytes(generator.agents, (args.run / "agents.msgpack").read_bytes())
     agent = jax.tree.map(lambda x: x[args.agent], agents)
-    returns = evaluate(task,
-                       lambda o: np.asarray(sac.jit_greedy_actions_single(agent, jnp.asarray(o))),
-                       args.episodes, seed=123)
+    returns = evaluate(
+        task,
+        lambda o: np.asarray(sac.jit_greedy_actions_single(agent, jnp.asarray(o))),
+        args.episodes,
+        seed=123,
+    )
     data = args.run / "datasets" / dataset_id_for(config.env, f"agent-{args.agent}")
     out = args.out or args.run.parent / f"{args.run.name}-mopo-{task.name}"
     mopo = mopo_preset(config.env, args.scale)
     if args.epochs is not None:
         mopo = dataclasses.replace(mopo, epochs=args.epochs)
-    cells = [Cell(name=f"seed{s}", config=OfflineConfig(task=task.name, select="all", seed=s,
-                                                        mopo=mopo),
-                  data=(str(data),), out=str(out / f"seed{s}")) for s in range(args.first_seed, args.first_seed + args.seeds)]
-    results = run_cells(cells, executor=args.executor,
-                        on_done=lambda c, r: print(f"{c.name}: last {r['last_return']:.1f}",
-                                                   flush=True))
+    cells = [
+        Cell(
+            name=f"seed{s}",
+            config=OfflineConfig(task=task.name, select="all", seed=s, mopo=mopo),
+            data=(str(data),),
+            out=str(out / f"seed{s}"),
+        )
+        for s in range(args.first_seed, args.first_seed + args.seeds)
+    ]
+    results = run_cells(
+        cells,
+        executor=args.executor,
+        on_done=lambda c, r: print(f"{c.name}: last {r['last_return']:.1f}", flush=True),
+    )
     last = np.array([r["last_return"] for r in results.values()])
     best = np.array([r["best_return"] for r in results.values()])
     data_mean = next(iter(results.values()))["data_mean_return"]
     summary = {
-        "task": task.name, "run": str(args.run), "agent": args.agent, "scale": args.scale,
-        "agent_return_mean": float(returns.mean()), "agent_return_std": float(returns.std()),
+        "task": task.name,
+        "run": str(args.run),
+        "agent": args.agent,
+        "scale": args.scale,
+        "agent_return_mean": float(returns.mean()),
+        "agent_return_std": float(returns.std()),
         "data_mean_return": data_mean,
-        "mopo_last": last.tolist(), "mopo_best": best.tolist(),
+        "mopo_last": last.tolist(),
+        "mopo_best": best.tolist(),
     }
     print(json.dumps(summary, indent=2))
-    print(f"MOPO last {last.mean():.1f} ± {last.std():.1f} (best {best.mean():.1f}); agent "
-          f"{returns.mean():.1f}; ratio {last.mean() / returns.mean():.2f}; data mean "
-          f"{data_mean:.1f}")
+    print(
+        f"MOPO last {last.mean():.1f} ± {last.std():.1f} (best {best.mean():.1f}); agent "
+        f"{returns.mean():.1f}; ratio {last.mean() / returns.mean():.2f}; data mean "
+        f"{data_mean:.1f}"
+    )
     atomic_write_json(out / "summary.json", summary)
 
 
