@@ -54,10 +54,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from udg.agents import sac
 from udg.agents.sac import SACConfig
-from udg.experiments.generate import Generator
+from udg.experiments.generate import Generator, update_chunks
 from udg.experiments.generate_config import GenerateConfig
 
 ROUND = 1000  # env steps per agent per timed round = Ant-v5's episode length
@@ -162,6 +163,19 @@ def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Conte
     generator = Generator(config, out)
     for _ in range(warmup // ROUND + 1):  # random-action rounds, then the compile round
         generator.run_round()
+    # Compile every scan length the runner can use (a round's leftover updates run as scans of
+    # 32, 16, ..., 1), as a long run does once in its first minutes (63 extra warm-up updates;
+    # the update donates the agents' buffers, so its result replaces them).
+    for n in {
+        size
+        for rest in range(config.updates_per_call)
+        for size in update_chunks(rest, config.updates_per_call)
+    }:
+        batches = generator.replay.sample(np.random.default_rng(0), BATCH, n)
+        generator.agents, _ = sac.jit_population_update_n(
+            generator.agents, batches, jax.random.key(n)
+        )
+    jax.block_until_ready(generator.agents)
 
     def run_round() -> tuple[int, int]:
         # Ant terminates early when its torso height leaves [0.2, 1], which ends a udg round
