@@ -84,9 +84,9 @@ def _act(agents: sac.SAC, observations, key, t):
 def update_chunks(total: int, per_call: int) -> list[int]:
     """Scan lengths for ``total`` updates: full chunks of ``per_call``, then the remainder as
     powers of two, largest first (e.g. 50, 50, 32, 4, 1 for 137 of 50). The runner compiles one
-    update per length, so at most 1 + log2(per_call) are ever compiled whatever the episode
-    lengths (early terminations vary them), while a remainder costs at most log2(per_call)
-    dispatches, not one per update."""
+    update per length, so at most 1 + ceil(log2(per_call)) are ever compiled whatever the
+    episode lengths (early terminations vary them), while a remainder costs at most
+    ceil(log2(per_call)) dispatches, not one per update."""
     full, rest = divmod(total, per_call)
     powers = [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
     return [per_call] * full + powers
