@@ -156,6 +156,55 @@ def test_other_config_in_existing_run_is_refused(tmp_path):
     assert (tmp_path / "run" / "manifest.json").read_text() == manifest
 
 
+def test_extended_run_equals_a_run_made_with_more_steps(tmp_path):
+    run_generate(TINY, tmp_path / "straight")
+    short = dataclasses.replace(TINY, steps=300)
+    run_generate(short, tmp_path / "extended")
+    with pytest.raises(UdgError, match=r"different config \(steps\)"):
+        run_generate(dataclasses.replace(TINY, steps=200), tmp_path / "extended")
+    generator, _ = run_generate(TINY, tmp_path / "extended")
+    assert generator.round == TINY.rounds
+    for a, b in zip(
+        _datasets(tmp_path / "straight"), _datasets(tmp_path / "extended"), strict=True
+    ):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+    manifest = json.loads((tmp_path / "extended" / "manifest.json").read_text())
+    assert manifest["config"]["steps"] == TINY.steps and manifest["status"] == "complete"
+    with_rollouts = dataclasses.replace(short, final_rollouts=1)
+    run_generate(with_rollouts, tmp_path / "rollouts")
+    with pytest.raises(UdgError, match="cannot be extended"):
+        run_generate(dataclasses.replace(with_rollouts, steps=500), tmp_path / "rollouts")
+
+
+def test_run_made_before_a_config_field_existed_resumes_with_its_default(tmp_path):
+    run_generate(TINY, tmp_path / "run")
+    path = tmp_path / "run" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["observe_features"]  # as written by an older udg
+    path.write_text(json.dumps(manifest))
+    run_generate(TINY, tmp_path / "run")  # same settings: accepted, nothing to do
+    with pytest.raises(UdgError, match=r"different config \(observe_features\)"):
+        run_generate(dataclasses.replace(TINY, observe_features=True), tmp_path / "run")
+
+
+def test_observed_features_reach_the_agents_but_not_the_datasets(tmp_path):
+    config = dataclasses.replace(TINY, observe_features=True, features=("x_position",))
+    generator, _ = run_generate(config, tmp_path / "run")  # acts on them after the warm-up
+    datasets = _datasets(tmp_path / "run")
+    env_obs_dim = datasets[0].observations.shape[-1]
+    assert generator.obs_dim == env_obs_dim + 1
+    replay = generator.replay.state_dict()
+    for i, data in enumerate(datasets):
+        n = data.num_transitions  # infos are reported after the step: next-state features
+        seen = np.concatenate([data.next_observations, data.infos["x_position"][:, None]], -1)
+        np.testing.assert_array_equal(replay["next_observations"][i, :n], seen.astype(np.float32))
+        inside = np.setdiff1d(np.arange(1, n), data.episode_starts)  # not the reset states
+        np.testing.assert_array_equal(
+            replay["observations"][i, inside], seen[inside - 1].astype(np.float32)
+        )
+
+
 @given(total=st.integers(0, 500), per_call=st.integers(1, 64))
 def test_update_chunks_sum_to_total_in_few_distinct_lengths(total, per_call):
     from udg.experiments.generate import update_chunks

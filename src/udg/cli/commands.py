@@ -208,6 +208,7 @@ def generate_config(args):
         "episode_length": args.episode_length,
         "warmup_steps": args.warmup_steps,
         "features": args.features,
+        "observe_features": args.observe_features,
         "final_rollouts": args.final_rollouts,
     }
     w_task = args.w_task

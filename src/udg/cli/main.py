@@ -126,7 +126,7 @@ class Generate:
     """Stage 1: train K diverse SAC agents at once and write one Minari dataset per agent.
 
     Rerun the same command after an interruption to resume; the datasets then equal those of an
-    uninterrupted run. --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
+    uninterrupted run. Rerun it with a larger --steps to train the same agents on. --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
     """
 
     out: Path
@@ -138,7 +138,8 @@ class Generate:
     agents: int | None = None
     """K, the number of agents (default: the preset's)."""
     steps: int | None = None
-    """Environment steps per agent (default: the preset's)."""
+    """Environment steps per agent (default: the preset's); raise it on an existing run to
+    extend it."""
     task: str | None = None
     """A known task whose reward is mixed in with weight --w-task."""
     w_task: float | None = None
@@ -157,6 +158,9 @@ class Generate:
     """Multiply an early-ended episode's diversity reward by T / D (default: the preset's)."""
     features: tuple[str, ...] | None = None
     """Info columns forming the diversity features (default: the env's)."""
+    observe_features: bool | None = None
+    """Give the agents the diversity features too (Ant's and HalfCheetah's observations omit
+    the torso position; default: the preset's)."""
     final_rollouts: int | None = None
     """Extra episodes of each final policy per dataset (default 0)."""
 

@@ -103,7 +103,9 @@ class Generator:
             for _ in range(config.num_agents)
         ]
         space = self.envs[0].observation_space
-        self.obs_dim = space.shape[0]
+        self.obs_dim = space.shape[0] + (
+            len(config.feature_columns) if config.observe_features else 0
+        )  # the agents' input: the observation, then the features when they observe them
         self.act_space = self.envs[0].action_space
         self.act_dim = self.act_space.shape[0]
         self.tasks = [get_task(name) for name in config.task_names] or None
@@ -235,13 +237,21 @@ class Generator:
 
     # --- one round ---------------------------------------------------------------------
 
+    def _agent_inputs(self, observations: np.ndarray, infos: dict) -> np.ndarray:
+        """What the agents see of ``[..., obs]`` observations with their info columns."""
+        if not self.config.observe_features:
+            return observations.astype(np.float32)
+        feats = np.stack([np.asarray(infos[c]) for c in self.config.feature_columns], axis=-1)
+        return np.concatenate([observations, feats], axis=-1).astype(np.float32)
+
     def _add_to_replay(self, agent: int, episode: Episode) -> None:
+        inputs = self._agent_inputs(episode.observations, episode.infos)
         self.replay.add(
             agent,
-            episode.observations[:-1].astype(np.float32),
+            inputs[:-1],
             episode.actions.astype(np.float32),
             episode.rewards.astype(np.float32),
-            episode.observations[1:].astype(np.float32),
+            inputs[1:],
             episode.terminations.astype(np.float32),
         )
 
@@ -259,7 +269,7 @@ class Generator:
             for i, env in enumerate(self.envs):
                 seed = int(_round_seed(cfg.seed, self.round, i).generate_state(1)[0])
                 o, info = env.reset(seed=seed)
-                obs[i] = o
+                obs[i] = self._agent_inputs(o, info)
                 records.append(
                     {
                         "obs": [o],
@@ -291,7 +301,7 @@ class Generator:
                     rec["trunc"].append(truncated and not terminated)
                     for c, v in info.items():
                         rec["info"][c].append(v)
-                    obs[i] = o
+                    obs[i] = self._agent_inputs(o, info)
                     if terminated or truncated:
                         active[i] = False
             if not active.any():
@@ -438,11 +448,21 @@ class Generator:
 def run_generate(
     config: GenerateConfig, out: Path, on_round: Callable[[int, dict], None] | None = None
 ) -> tuple[Generator, list[Path]]:
-    """Create or resume the run in ``out`` and run it to the end."""
+    """Create, resume or extend the run in ``out`` and run it to the end.
+
+    A run asked for more ``steps`` than it holds continues from its last checkpoint; without
+    final rollouts its datasets then equal those of a run made with the larger ``steps``."""
     config = config.validated()
-    manifest = open_run(out, "generate", config_dict(config))
+    defaults = config_dict(GenerateConfig())
+    manifest = open_run(out, "generate", config_dict(config), defaults, may_grow=("steps",))
+    stored_steps = (manifest or {}).get("config", {}).get("steps", config.steps)
+    if stored_steps < config.steps and config.final_rollouts > 0:
+        raise UdgError(
+            f"{out} holds a run of {stored_steps} steps whose datasets end with final-policy "
+            "rollouts; it cannot be extended (use another --out)"
+        )
     generator = Generator(config, out)
-    if manifest is not None and manifest.get("status") == "complete":
+    if stored_steps == config.steps and (manifest or {}).get("status") == "complete":
         return generator, [Path(p) for p in manifest.get("datasets", [])]
     if not generator.load_checkpoint():
         generator._write_manifest(status="running")

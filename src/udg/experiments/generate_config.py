@@ -64,6 +64,11 @@ class GenerateConfig:
     """Updates scanned in one jitted call (fewer dispatches; same result as one by one)."""
     features: tuple[str, ...] | None = None
     """Info columns forming the diversity features (None: the env's, e.g. torso x, y)."""
+    observe_features: bool = False
+    """Append the diversity features to what the agents see. Gymnasium's Ant and HalfCheetah
+    leave the torso x (and y) out of the observation, so the reward, a function of position,
+    is not a function of the agent's input; with this on it is. The datasets keep the env's
+    own observation (the features are stored as info columns either way)."""
     final_rollouts: int = 0
     """Extra episodes of each final policy appended to its dataset. Default 0: the paper's
     buffers are the agents' replay histories, whose last episodes already come from the

@@ -42,27 +42,55 @@ def read_json(path: Path) -> dict:
         raise UdgError(f"cannot read {path}: {err}") from None
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields that differ between two config dicts."""
+def config_differences(
+    old: dict, new: dict, prefix: str = "", may_grow: tuple[str, ...] = ()
+) -> list[str]:
+    """Dotted names of the fields that differ between two config dicts (a field named in
+    ``may_grow`` differs only when the new value is smaller)."""
     names = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            names += config_differences(a, b, f"{prefix}{key}.")
+            names += config_differences(a, b, f"{name}.", may_grow)
+        elif name in may_grow and a is not None and b is not None and b >= a:
+            continue
         elif a != b:
-            names.append(f"{prefix}{key}")
+            names.append(name)
     return names
 
 
-def open_run(out: Path, kind: str, config: dict) -> dict | None:
-    """Prepare ``out`` for a run; return the existing manifest when resuming the same run."""
+def with_defaults(config: dict, defaults: dict) -> dict:
+    """``config`` with the fields it lacks taken from ``defaults`` (nested dicts merged)."""
+    merged = dict(defaults)
+    for key, value in config.items():
+        default = defaults.get(key)
+        both_dicts = isinstance(value, dict) and isinstance(default, dict)
+        merged[key] = with_defaults(value, default) if both_dicts else value
+    return merged
+
+
+def open_run(
+    out: Path,
+    kind: str,
+    config: dict,
+    defaults: dict | None = None,
+    may_grow: tuple[str, ...] = (),
+) -> dict | None:
+    """Prepare ``out`` for a run; return the existing manifest when resuming the same run.
+
+    ``defaults`` fills the fields a run's stored config lacks (fields added to udg after the
+    run was made), so such a run resumes when the new field keeps its default. The fields in
+    ``may_grow`` may be larger than stored (a run that can be extended, e.g. its steps).
+    """
     out = Path(out)
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = read_json(manifest_path)
         if manifest.get("kind") != kind:
             raise UdgError(f"{out} holds a {manifest.get('kind')} run, not a {kind} run")
-        differing = config_differences(manifest.get("config", {}), config)
+        stored = with_defaults(manifest.get("config", {}), defaults or {})
+        differing = config_differences(stored, config, may_grow=may_grow)
         if differing:
             raise UdgError(
                 f"{out} holds a run with a different config ({', '.join(differing[:6])}); "
