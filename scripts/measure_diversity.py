@@ -8,7 +8,11 @@ per policy, how far its episodes went (median distance from the episode's first 
 to its last), their mean heading, and how consistent that heading is (1: every episode the same
 way; near 0: no preferred direction), which tells walking in distinct directions from a cloud.
 
-    .venv/bin/python scripts/measure_diversity.py RUN [--episodes 10]
+    .venv/bin/python scripts/measure_diversity.py RUN [--episodes 10] [--columns X Y]
+
+``--columns`` measures other info columns than the run's features (the first two are taken as
+a position for reach and heading), e.g. ``--columns x_position y_position`` for a run whose
+diversity features were velocities.
 """
 
 from __future__ import annotations
@@ -60,11 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--columns", nargs="+", help="info columns (default: the run's features)")
     args = parser.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
     config = manifest["config"]
     env, k, horizon = config["env"], config["num_agents"], config["episode_length"]
-    columns = config["features"] or list(get_env_spec(env).feature_columns)
+    columns = args.columns or config["features"] or list(get_env_spec(env).feature_columns)
     datasets = [
         load_dataset(args.run / "datasets" / dataset_id_for(env, f"agent-{i}")) for i in range(k)
     ]

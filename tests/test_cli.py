@@ -7,6 +7,7 @@ import json
 import pytest
 
 from udg.cli.main import main
+from udg.errors import UdgError
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -108,10 +109,21 @@ def test_generate_flags_override_the_preset_field_by_field():
     assert preset.diversity.episode_scaling is True and preset.num_agents == 10
     tuned = config(
         "--env", "ant", "--scale", "small", "--agents", "4", "--reward-scale", "7.5",
-        "--episode-scaling", "False",
+        "--episode-scaling", "False", "--observe-features", "True",
     )  # fmt: skip
     assert tuned.num_agents == 4 and tuned.steps == preset.steps
     assert tuned.diversity.reward_scale == 7.5 and tuned.diversity.episode_scaling is False
     assert tuned.diversity.cache_size == tuned.episode_length
+    assert tuned.observe_features is True and preset.observe_features is False
     supervised = config("--env", "ant", "--agents", "1", "--task", "ant-angle-0", "--w-div", "0")
     assert supervised.w_task == 1.0 and supervised.task == "ant-angle-0"
+    assert supervised.sac.autotune_temperature is False  # WURL's fixed 0.2 unless asked
+    assert config("--env", "ant", "--temperature", "auto").sac.autotune_temperature is True
+    fixed = config("--env", "ant", "--temperature", "0.05").sac
+    assert fixed.init_temperature == 0.05 and fixed.autotune_temperature is False
+    experts = config("--env", "ant", "--agent-tasks", "ant-angle-0", "ant-angle-90", "--w-div", "0")
+    assert experts.num_agents == 2 and experts.task_names == ("ant-angle-0", "ant-angle-90")
+    assert experts.w_task == 1.0
+    for bad in ("hot", "0", "-1", "nan", "inf"):
+        with pytest.raises(UdgError, match="--temperature must be 'auto' or a positive number"):
+            config("--env", "ant", "--temperature", bad)

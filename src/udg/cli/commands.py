@@ -191,6 +191,23 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
     print_ranking(ranking, task)
 
 
+def temperature_settings(sac_config, text: str | None):
+    """``sac_config`` with ``--temperature`` applied: ``auto`` or a positive number."""
+    import dataclasses
+
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return dataclasses.replace(sac_config, autotune_temperature=True)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UdgError(f"--temperature must be 'auto' or a positive number, got {text!r}")
+    return dataclasses.replace(sac_config, autotune_temperature=False, init_temperature=value)
+
+
 def generate_config(args):
     """The validated :class:`GenerateConfig` of ``udg generate``'s flags: the preset of
     ``--env``/``--scale``, then each flag that was given, field by field."""
@@ -199,10 +216,14 @@ def generate_config(args):
     from udg.experiments.generate_config import generate_preset
 
     config = generate_preset(args.env, args.scale)
+    agents = args.agents
+    if agents is None and args.agent_tasks:
+        agents = len(args.agent_tasks)
     overrides = {
-        "num_agents": args.agents,
+        "num_agents": agents,
         "steps": args.steps,
         "task": args.task,
+        "agent_tasks": args.agent_tasks,
         "w_div": args.w_div,
         "seed": args.seed,
         "episode_length": args.episode_length,
@@ -212,9 +233,10 @@ def generate_config(args):
         "final_rollouts": args.final_rollouts,
     }
     w_task = args.w_task
-    if w_task is None and args.task is not None and args.w_div == 0:
+    if w_task is None and (args.task or args.agent_tasks) and args.w_div == 0:
         w_task = 1.0
     overrides["w_task"] = w_task
+    overrides["sac"] = temperature_settings(config.sac, args.temperature)
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     diversity = {"reward_scale": args.reward_scale, "episode_scaling": args.episode_scaling}
     diversity = {k: v for k, v in diversity.items() if v is not None}

@@ -142,8 +142,11 @@ class Generate:
     extend it."""
     task: str | None = None
     """A known task whose reward is mixed in with weight --w-task."""
+    agent_tasks: tuple[str, ...] | None = None
+    """One task per agent instead of --task (K specialists at once, e.g. experts for the theory
+    check: --agent-tasks ant-angle-0 ant-angle-90 --w-div 0)."""
     w_task: float | None = None
-    """Weight of the task reward (default 0, or 1 when --task is given with --w-div 0)."""
+    """Weight of the task reward (default 0, or 1 when a task is given with --w-div 0)."""
     w_div: float | None = None
     """Weight of the diversity reward (default 1)."""
     seed: int = 0
@@ -154,6 +157,9 @@ class Generate:
     """Random-action steps per agent before learning (default: the preset's)."""
     reward_scale: float | None = None
     """Scale of the diversity reward (default: the preset's)."""
+    temperature: str | None = None
+    """SAC temperature: a fixed value (WURL's 0.2) or `auto` (tuned towards an entropy of
+    -|A|); default: the preset's."""
     episode_scaling: bool | None = None
     """Multiply an early-ended episode's diversity reward by T / D (default: the preset's)."""
     features: tuple[str, ...] | None = None
