@@ -126,7 +126,8 @@ class Generate:
     """Stage 1: train K diverse SAC agents at once and write one Minari dataset per agent.
 
     Rerun the same command after an interruption to resume; the datasets then equal those of an
-    uninterrupted run. Rerun it with a larger --steps to train the same agents on. --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
+    uninterrupted run. Rerun it with a larger --steps to train the same agents on.
+    --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
     """
 
     out: Path

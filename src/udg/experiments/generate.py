@@ -238,9 +238,10 @@ class Generator:
     # --- one round ---------------------------------------------------------------------
 
     def _agent_inputs(self, observations: np.ndarray, infos: dict) -> np.ndarray:
-        """What the agents see of ``[..., obs]`` observations with their info columns."""
+        """What the agents see of ``[..., obs]`` observations with their info columns (the
+        observations themselves, uncopied, unless the agents observe the features)."""
         if not self.config.observe_features:
-            return observations.astype(np.float32)
+            return observations
         feats = np.stack([np.asarray(infos[c]) for c in self.config.feature_columns], axis=-1)
         return np.concatenate([observations, feats], axis=-1).astype(np.float32)
 
