@@ -45,6 +45,24 @@ def test_ant_angle_rotates_the_forward_term():
     np.testing.assert_allclose(r60, expected, atol=1e-9)
 
 
+def test_ant_outward_sums_to_the_distance_from_the_start():
+    data = _collect("ant", 400, seed=3)
+    cols = data.columns()
+    outward = get_task("ant-outward").reward(cols)
+    base = get_task("ant-angle-0").reward(cols) - cols["x_velocity"]
+    radial = (outward - base) * 0.05  # Ant-v5's dt: the radial distance gained per step
+    for start, stop in zip(data.episode_starts[:-1], data.episode_starts[1:], strict=True):
+        x, y = cols["x_position"][start:stop], cols["y_position"][start:stop]
+        r = np.hypot(x, y)
+        far = np.flatnonzero(r > 0.1)  # beyond the clamp radius, the sum telescopes
+        if len(far) > 2:
+            i, j = far[0], far[-1]
+            # to first order: the projection also counts a little sideways motion
+            np.testing.assert_allclose(
+                radial[start + i + 1 : start + j + 1].sum(), r[j] - r[i], rtol=0.1, atol=0.02
+            )
+
+
 def test_cheetah_jump_and_crawl_follow_the_formula():
     data = _collect("halfcheetah", 200, seed=4)
     cols = data.columns()
@@ -67,6 +85,7 @@ def test_cheetah_jump_and_crawl_follow_the_formula():
         ("ant-angle-300", "ant"),
         ("ant-angle-12.5", "ant"),
         ("ant-angle--30", "ant"),
+        ("ant-outward", "ant"),
         ("cheetah-cz-2.5", "halfcheetah"),
         ("cheetah-jump", "halfcheetah"),
         ("cheetah-crawl", "halfcheetah"),
@@ -79,7 +98,7 @@ def test_task_names_parse(name, env):
 
 @pytest.mark.parametrize("name", ["ant-angle", "ant-angle-x", "xant-angle-0", "cheetah", ""])
 def test_unknown_task_lists_known(name):
-    with pytest.raises(UdgError, match="known: cheetah-jump.*ant-angle-<deg>"):
+    with pytest.raises(UdgError, match="known: ant-outward, cheetah-jump.*ant-angle-<deg>"):
         get_task(name)
 
 

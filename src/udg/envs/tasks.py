@@ -5,7 +5,8 @@ A task is a reward that is a pure, vectorised function of stored columns: ``obse
 the values reported after each step). Any dataset of the task's environment can therefore be
 relabelled for it without a simulator. Tasks come in parameterised families
 (``point-angle-<deg>``, ``ant-angle-<deg>``, ``cheetah-cz-<value>``) parsed by an explicit
-pattern each, plus named tasks (``cheetah-jump``, ``cheetah-crawl``, ``cheetah-run``).
+pattern each, plus named tasks (``ant-outward``, ``cheetah-jump``, ``cheetah-crawl``,
+``cheetah-run``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ RewardFn = Callable[[Columns], np.ndarray]
 
 POINT_CTRL_COST = 0.1
 ANT_CTRL_COST = 0.5
+ANT_MIN_RADIUS = 0.1
 CHEETAH_CTRL_COST = 0.1
 CHEETAH_SPEED_CAP = 3.0
 CHEETAH_Z_INIT = 0.0
@@ -109,6 +111,38 @@ def ant_angle(degrees: float) -> TaskSpec:
     )
 
 
+def ant_outward() -> TaskSpec:
+    """Ant-v5's reward with the forward term replaced by the speed away from the origin.
+
+    The torso's velocity projected on its direction from the origin (where every episode
+    starts), so an episode's sum is how far it ended from the start: a locomotion prior that
+    names no direction. Mixed into stage 1 with the diversity reward (``--task ant-outward``), it
+    teaches the gait while the diversity reward picks the headings. (The plain speed ``|v|``
+    would pay jitter as much as travel.)
+    """
+
+    def reward(cols: Columns) -> np.ndarray:
+        x, y = cols["x_position"], cols["y_position"]
+        radius = np.maximum(np.hypot(x, y), ANT_MIN_RADIUS)
+        return (
+            (cols["x_velocity"] * x + cols["y_velocity"] * y) / radius
+            + cols["healthy"]
+            - ANT_CTRL_COST * _squared_norm(cols["actions"])
+            - cols["contact_cost"]
+        )
+
+    return TaskSpec(
+        name="ant-outward",
+        env="ant",
+        formula=(
+            f"v . p / max(|p|, {ANT_MIN_RADIUS:g}) + healthy - {ANT_CTRL_COST} |a|^2"
+            " - 5e-4 |clip(cfrc_ext, -1, 1)|^2  (p: torso x, y)"
+        ),
+        columns=("x_position", "y_position", "x_velocity", "y_velocity", "healthy", "contact_cost"),
+        reward_fn=reward,
+    )
+
+
 def cheetah_cz(c_z: float, name: str | None = None) -> TaskSpec:
     """Capped forward speed plus ``c_z`` times the torso's height change (jump/crawl)."""
 
@@ -153,6 +187,7 @@ TASK_FAMILIES: dict[str, tuple[re.Pattern, Callable[[float], TaskSpec]]] = {
 """Parameterised task families: the name pattern and the constructor of its parameter."""
 
 TASKS: dict[str, Callable[[], TaskSpec]] = {
+    "ant-outward": ant_outward,
     "cheetah-jump": lambda: cheetah_cz(15.0, name="cheetah-jump"),
     "cheetah-crawl": lambda: cheetah_cz(-15.0, name="cheetah-crawl"),
     "cheetah-run": cheetah_run,
