@@ -51,6 +51,8 @@ def test_interrupted_run_resumes_to_identical_datasets(tmp_path):
         run_generate(TINY, tmp_path / "resumed", stop_at_round_7)
     assert not (tmp_path / "resumed" / "datasets").exists()
     run_generate(TINY, tmp_path / "resumed")
+    metrics = [(tmp_path / run / "metrics.csv").read_text() for run in ("straight", "resumed")]
+    assert metrics[0] == metrics[1]  # rows read back on resume are rewritten as they were
     for a, b in zip(_datasets(tmp_path / "straight"), _datasets(tmp_path / "resumed"), strict=True):
         np.testing.assert_array_equal(a.observations, b.observations)
         np.testing.assert_array_equal(a.actions, b.actions)

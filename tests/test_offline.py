@@ -144,6 +144,9 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
         run_offline(config, [point_root], tmp_path / "b", on_epoch=stop_after_epoch_3)
     resumed = run_offline(config, [point_root], tmp_path / "b")
     assert resumed["last_return"] == pytest.approx(straight["last_return"], rel=1e-6)
+    curves = [(tmp_path / run / "learning_curve.csv").read_text() for run in "ab"]
+    epochs = [[line.split(",")[0] for line in curve.splitlines()[1:]] for curve in curves]
+    assert epochs[0] == epochs[1] and all(e.isdigit() for e in epochs[1])  # ints after resume
 
 
 def test_model_from_another_env_is_refused(tmp_path, point_root, tiny_model):

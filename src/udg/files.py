@@ -75,6 +75,23 @@ def atomic_write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def read_csv_rows(path: Path) -> list[dict[str, int | float]]:
+    """Rows written by :func:`atomic_write_csv`, as they were: integer cells read back as
+    ``int``, other numbers as ``float``, empty cells left out (so a rewrite is identical)."""
+
+    def number(text: str) -> int | float:
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    try:
+        with path.open(newline="") as file:
+            return [{k: number(v) for k, v in row.items() if v} for row in csv.DictReader(file)]
+    except (ValueError, TypeError, csv.Error) as err:
+        raise UdgError(f"cannot read {path}: malformed CSV ({err})") from None
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file; a damaged file is a :class:`UdgError`."""
     try:

@@ -12,7 +12,6 @@ not checkpointed: it holds the whole history, which the chunk files already are.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from udg.experiments.runs import (
     load_npz,
     machine_description,
     open_run,
+    read_csv_rows,
     read_json,
 )
 from udg.experiments.tensorboard import TensorBoardLog
@@ -191,9 +191,7 @@ class Generator:
         self.wall_before = manifest.get("wall_seconds", 0.0)
         metrics_path = self.out / "metrics.csv"
         if metrics_path.exists():
-            rows = list(csv.DictReader(metrics_path.open()))
-            self.metrics = [{k: float(v or "nan") for k, v in r.items()} for r in rows]
-            self.metrics = self.metrics[: self.round]
+            self.metrics = read_csv_rows(metrics_path)[: self.round]
         self._tensorboard_rows = len(self.metrics)
         return True
 

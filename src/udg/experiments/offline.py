@@ -10,7 +10,6 @@ model buffer and the evaluation history, so an interrupted run resumes where it 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from udg.experiments.runs import (
     load_npz,
     machine_description,
     open_run,
+    read_csv_rows,
 )
 from udg.offline import dynamics, mopo
 
@@ -203,9 +203,7 @@ class OfflineRun:
         self.buffer.load(state)
         curve = self.out / "learning_curve.csv"
         if curve.exists():
-            rows = list(csv.DictReader(curve.open()))
-            self.history = [{k: float(v) for k, v in r.items()} for r in rows]
-            self.history = [r for r in self.history if r["epoch"] <= self.epoch]
+            self.history = [r for r in read_csv_rows(curve) if r["epoch"] <= self.epoch]
 
     def _write_curve(self) -> None:
         if self.history:

@@ -25,6 +25,7 @@ from udg.files import (  # noqa: F401  (re-exported: the runners import them fro
     atomic_write_text,
     json_default,
     load_npz,
+    read_csv_rows,
 )
 
 MANIFEST = "manifest.json"
