@@ -116,9 +116,10 @@ def ant_outward() -> TaskSpec:
 
     The torso's velocity projected on its direction from the origin (where every episode
     starts), so an episode's sum is how far it ended from the start: a locomotion prior that
-    names no direction. Mixed into stage 1 with the diversity reward (``--task ant-outward``), it
-    teaches the gait while the diversity reward picks the headings. (The plain speed ``|v|``
-    would pay jitter as much as travel.)
+    names no direction. Mixed into stage 1 with the diversity reward (``--task ant-outward``
+    with ``--observe-features True``, since the reward depends on the position), it teaches the
+    gait while the diversity reward picks the headings. (The plain speed ``|v|`` would pay
+    jitter as much as travel.)
     """
 
     def reward(cols: Columns) -> np.ndarray:
