@@ -86,27 +86,27 @@ def point_angle(degrees: float) -> TaskSpec:
     )
 
 
+ANT_COSTS_FORMULA = f"healthy - {ANT_CTRL_COST} |a|^2 - 5e-4 |clip(cfrc_ext, -1, 1)|^2"
+ANT_COST_COLUMNS = ("healthy", "contact_cost")
+
+
+def _ant_survival(cols: Columns) -> np.ndarray:
+    """Ant-v5's reward without its forward term: healthy bonus less control and contact costs."""
+    return cols["healthy"] - ANT_CTRL_COST * _squared_norm(cols["actions"]) - cols["contact_cost"]
+
+
 def ant_angle(degrees: float) -> TaskSpec:
     """Ant-v5's reward with the forward term turned to angle theta (SPEC section 4)."""
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
     def reward(cols: Columns) -> np.ndarray:
-        return (
-            c * cols["x_velocity"]
-            + s * cols["y_velocity"]
-            + cols["healthy"]
-            - ANT_CTRL_COST * _squared_norm(cols["actions"])
-            - cols["contact_cost"]
-        )
+        return c * cols["x_velocity"] + s * cols["y_velocity"] + _ant_survival(cols)
 
     return TaskSpec(
         name=f"ant-angle-{degrees:g}",
         env="ant",
-        formula=(
-            f"v_x cos({degrees:g}) + v_y sin({degrees:g}) + healthy - {ANT_CTRL_COST} |a|^2"
-            " - 5e-4 |clip(cfrc_ext, -1, 1)|^2"
-        ),
-        columns=("x_velocity", "y_velocity", "healthy", "contact_cost"),
+        formula=f"v_x cos({degrees:g}) + v_y sin({degrees:g}) + {ANT_COSTS_FORMULA}",
+        columns=("x_velocity", "y_velocity", *ANT_COST_COLUMNS),
         reward_fn=reward,
     )
 
@@ -125,21 +125,13 @@ def ant_outward() -> TaskSpec:
     def reward(cols: Columns) -> np.ndarray:
         x, y = cols["x_position"], cols["y_position"]
         radius = np.maximum(np.hypot(x, y), ANT_MIN_RADIUS)
-        return (
-            (cols["x_velocity"] * x + cols["y_velocity"] * y) / radius
-            + cols["healthy"]
-            - ANT_CTRL_COST * _squared_norm(cols["actions"])
-            - cols["contact_cost"]
-        )
+        return (cols["x_velocity"] * x + cols["y_velocity"] * y) / radius + _ant_survival(cols)
 
     return TaskSpec(
         name="ant-outward",
         env="ant",
-        formula=(
-            f"v . p / max(|p|, {ANT_MIN_RADIUS:g}) + healthy - {ANT_CTRL_COST} |a|^2"
-            " - 5e-4 |clip(cfrc_ext, -1, 1)|^2  (p: torso x, y)"
-        ),
-        columns=("x_position", "y_position", "x_velocity", "y_velocity", "healthy", "contact_cost"),
+        formula=f"v . p / max(|p|, {ANT_MIN_RADIUS:g}) + {ANT_COSTS_FORMULA}  (p: torso x, y)",
+        columns=("x_position", "y_position", "x_velocity", "y_velocity", *ANT_COST_COLUMNS),
         reward_fn=reward,
     )
 
