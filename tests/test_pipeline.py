@@ -92,6 +92,23 @@ def test_pipeline_writes_complete_reports(demo_run):
     assert list(stages) == ["stage 1", "baselines", "MOPO cells"] and min(stages.values()) > 0
     assert stages["MOPO cells"] == sum(c["wall_seconds"] for c in summary["cells"].values())
     assert "stages as recorded over all runs: stage 1" in report
+    steps = summary["config"]["generate"]["steps"]
+    assert f"UDG data: 3 agents x {steps} steps, reward 1 x diversity." in report
+
+
+def test_report_names_a_mixed_in_reward():
+    from udg.experiments.generate_config import GenerateConfig
+    from udg.experiments.report import data_line
+
+    mixed = GenerateConfig(
+        env="ant", num_agents=6, steps=150_000, task="ant-outward", w_task=1.0,
+        observe_features=True,
+    )  # fmt: skip
+    gen = dataclasses.asdict(mixed)
+    assert data_line({"config": {"generate": gen}}) == (
+        "UDG data: 6 agents x 150000 steps, reward 1 x diversity + 1 x ant-outward "
+        "(a known reward mixed in), the diversity features observed"
+    )
 
 
 def test_every_stage_shows_progress_to_its_total(demo_run):

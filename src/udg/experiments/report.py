@@ -106,6 +106,17 @@ def timing_line(summary: dict) -> str:
     return line
 
 
+def data_line(summary: dict) -> str:
+    """How the UDG data was generated: agents, steps, and the reward they were trained on."""
+    gen = summary["config"]["generate"]
+    reward = f"{gen['w_div']:g} x diversity"
+    if gen.get("task") and gen["w_task"] > 0:
+        reward += f" + {gen['w_task']:g} x {gen['task']} (a known reward mixed in)"
+    if gen.get("observe_features"):
+        reward += ", the diversity features observed"
+    return f"UDG data: {gen['num_agents']} agents x {gen['steps']} steps, reward {reward}"
+
+
 def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
     """Write figures, ``report.md`` and ``report.html`` into ``out``."""
     out = Path(out)
@@ -148,6 +159,8 @@ def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
         "",
         f"git revision `{summary['git_revision']}`, {timing_line(summary)}, "
         f"machine: {summary['machine']['cpus']} CPUs, {summary['machine']['platform']}.",
+        "",
+        data_line(summary) + ".",
         "",
         f"## Offline return (MOPO, last evaluation; {spread})",
         "",
@@ -226,6 +239,7 @@ img{{max-width:48%;margin:.5em}}</style></head><body>
 <h1>UDG report</h1>
 <p>git revision <code>{html.escape(summary["git_revision"])}</code>,
 {html.escape(timing_line(summary))}.</p>
+<p>{html.escape(data_line(summary))}.</p>
 <h2>Offline return (MOPO, last evaluation; {html.escape(spread)})</h2>
 {table(header, rows)}
 {("<h2>The paper's numbers</h2>" + table(header, paper_rows(summary))) if summary.get("paper") else ""}
