@@ -38,6 +38,11 @@ def test_generate_writes_one_dataset_per_agent_with_reward_parts(tmp_path):
         assert (parts[1][data.episode_starts[1] :] > 0).any()  # diversity paid after round 0
     assert (tmp_path / "run" / "metrics.csv").exists()
     assert plot_run_coverage(tmp_path / "run").stat().st_size > 1000
+    final = plot_run_coverage(tmp_path / "run", last=2, out=tmp_path / "final.png")
+    assert final == tmp_path / "final.png" and final.stat().st_size > 1000
+    with pytest.raises(UdgError, match="--last must be at least 1"):
+        plot_run_coverage(tmp_path / "run", last=0, out=tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_interrupted_run_resumes_to_identical_datasets(tmp_path):

@@ -183,11 +183,16 @@ class PlotCoverage:
 
     run_dir: tyro.conf.Positional[Path]
     """The generate run folder."""
+    last: int | None = None
+    """Draw each agent's last N episodes bold (default: its last 20 %, as at the end of a run);
+    e.g. --last 10 shows only the final policies."""
+    out: Path | None = None
+    """PNG to write (default: RUN/coverage.png)."""
 
     def run(self) -> None:
         from udg.experiments.generate import plot_run_coverage
 
-        print(plot_run_coverage(self.run_dir))
+        print(plot_run_coverage(self.run_dir, last=self.last, out=self.out))
 
 
 @dataclass(frozen=True)

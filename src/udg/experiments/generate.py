@@ -483,8 +483,10 @@ def round_summary(config: GenerateConfig, row: dict) -> dict[str, float | str]:
     }
 
 
-def plot_run_coverage(run: Path) -> Path:
-    """Draw ``coverage.png`` of a finished generate run from its datasets."""
+def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = None) -> Path:
+    """Draw the coverage figure of a finished generate run from its datasets: into ``out``
+    (default ``RUN/coverage.png``), with each agent's last ``last`` episodes bold (default:
+    its last 20 %)."""
     from udg.data.minari_io import find_datasets, load_dataset
     from udg.experiments.plots import plot_coverage
 
@@ -503,4 +505,7 @@ def plot_run_coverage(run: Path) -> Path:
         trajectories.append([feats[data.episode(e)] for e in range(data.num_episodes)])
         labels.append(path.name.removesuffix("-v0"))
     title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"
-    return plot_coverage(trajectories, labels, features[:2], run / "coverage.png", title=title)
+    if last is not None and last < 1:
+        raise UdgError(f"--last must be at least 1, got {last}")
+    out = run / "coverage.png" if out is None else Path(out)
+    return plot_coverage(trajectories, labels, features[:2], out, title=title, last=last)

@@ -34,19 +34,20 @@ def plot_coverage(
     feature_names: Sequence[str],
     path: Path,
     title: str = "",
-    last_fraction: float = 0.2,
+    last: int | None = None,
 ) -> Path:
     """Each agent's episodes in feature space, one colour per agent.
 
     ``trajectories[i]`` holds agent i's episodes as ``[T, 2]`` feature arrays in collection
-    order; the last ``last_fraction`` of them (the final policies) are drawn bold, the earlier
-    ones faint, so the figure shows both what was explored and where each agent ended up.
+    order; its last ``last`` episodes (default: the last 20 %, the final policies) are drawn
+    bold, the earlier ones faint, so the figure shows both what was explored and where each
+    agent ended up.
     """
     fig, ax = plt.subplots(figsize=(6.5, 6))
     colours = plt.get_cmap("tab10")
     for i, (episodes, label) in enumerate(zip(trajectories, labels, strict=True)):
         colour = colours(i % 10)
-        cut = int(len(episodes) * (1 - last_fraction))
+        cut = int(len(episodes) * 0.8) if last is None else max(len(episodes) - last, 0)
         for j, episode in enumerate(episodes):
             final = j >= cut
             ax.plot(
@@ -62,7 +63,8 @@ def plot_coverage(
             ax.scatter(end[:, 0], end[:, 1], color=colour, s=6, zorder=3)
     ax.set_xlabel(feature_names[0])
     ax.set_ylabel(feature_names[1])
-    ax.set_title(title or "coverage of feature space (bold: last 20% of episodes)")
+    bold = "last 20% of episodes" if last is None else f"last {last} episodes"
+    ax.set_title(f"{title or 'coverage of feature space'} (bold: {bold})")
     ax.axhline(0, color="grey", lw=0.3)
     ax.axvline(0, color="grey", lw=0.3)
     # Same units on both axes (ant's x, y) keep distances true; features of very different
