@@ -119,10 +119,13 @@ def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkey
 
 
 def test_rerun_of_finished_run_does_nothing(tmp_path):
-    _, paths = run_generate(TINY, tmp_path / "run")
+    first, paths = run_generate(TINY, tmp_path / "run")
     before = paths[0].joinpath("data", "main_data.hdf5").stat().st_mtime_ns
-    _, again = run_generate(TINY, tmp_path / "run")
+    second, again = run_generate(TINY, tmp_path / "run")
     assert again == paths
+    # The finished run's metrics come back too (the CLI's summary table reads them).
+    assert len(second.metrics) == TINY.rounds
+    assert second.metrics[-1]["return_0"] == pytest.approx(first.metrics[-1]["return_0"])
     assert paths[0].joinpath("data", "main_data.hdf5").stat().st_mtime_ns == before
 
 

@@ -462,6 +462,8 @@ def run_generate(
         )
     generator = Generator(config, out)
     if stored_steps == config.steps and (manifest or {}).get("status") == "complete":
+        if (generator.out / "metrics.csv").exists():
+            generator.metrics = read_csv_rows(generator.out / "metrics.csv")
         return generator, [Path(p) for p in manifest.get("datasets", [])]
     if not generator.load_checkpoint():
         generator._write_manifest(status="running")
