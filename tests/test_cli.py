@@ -105,10 +105,10 @@ def test_generate_flags_override_the_preset_field_by_field():
     def config(*argv):
         return generate_config(tyro.cli(Generate, args=["--out", "x", *argv]))
 
-    preset = config("--env", "ant", "--scale", "small")
+    preset = config("--env", "halfcheetah", "--scale", "small")
     assert preset.diversity.episode_scaling is True and preset.num_agents == 10
     tuned = config(
-        "--env", "ant", "--scale", "small", "--agents", "4", "--reward-scale", "7.5",
+        "--env", "halfcheetah", "--scale", "small", "--agents", "4", "--reward-scale", "7.5",
         "--episode-scaling", "False", "--observe-features", "True",
     )  # fmt: skip
     assert tuned.num_agents == 4 and tuned.steps == preset.steps
@@ -127,3 +127,33 @@ def test_generate_flags_override_the_preset_field_by_field():
     for bad in ("hot", "0", "-1", "nan", "inf"):
         with pytest.raises(UdgError, match="--temperature must be 'auto' or a positive number"):
             config("--env", "ant", "--temperature", bad)
+
+
+def test_ant_small_mixes_in_the_locomotion_prior_and_flags_still_win():
+    import tyro
+
+    from udg.cli.commands import generate_config
+    from udg.cli.main import Generate
+
+    def config(*argv):
+        return generate_config(tyro.cli(Generate, args=["--out", "x", "--env", "ant", *argv]))
+
+    ant = config("--scale", "small")
+    assert (ant.num_agents, ant.steps, ant.task, ant.w_task, ant.w_div) == (
+        6, 150_000, "ant-outward", 1.0, 1.0
+    )  # fmt: skip
+    assert ant.observe_features and ant.sac.autotune_temperature
+    assert not ant.diversity.episode_scaling
+    assert config("--scale", "paper").task is None  # the paper's unsupervised setting
+    pure = config("--scale", "small", "--w-task", "0")
+    assert pure.w_task == 0.0 and pure.w_div == 1.0
+    supervised = config(
+        "--scale", "small", "--agents", "1", "--task", "ant-angle-0", "--w-div", "0"
+    )
+    assert supervised.task_names == ("ant-angle-0",) and supervised.w_task == 1.0
+    experts = config(
+        "--scale", "small", "--agent-tasks", "ant-angle-0", "ant-angle-60", "--w-div", "0"
+    )  # fmt: skip
+    assert experts.task is None and experts.task_names == ("ant-angle-0", "ant-angle-60")
+    with pytest.raises(UdgError, match="either one task for all agents or one task per agent"):
+        config("--scale", "small", "--task", "ant-outward", "--agent-tasks", "ant-angle-0")

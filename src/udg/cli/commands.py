@@ -238,6 +238,9 @@ def generate_config(args):
     overrides["w_task"] = w_task
     overrides["sac"] = temperature_settings(config.sac, args.temperature)
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.agent_tasks and args.task is None:
+        # One task per agent replaces the preset's mixed-in task (Ant's locomotion prior).
+        config = dataclasses.replace(config, task=None)
     diversity = {"reward_scale": args.reward_scale, "episode_scaling": args.episode_scaling}
     diversity = {k: v for k, v in diversity.items() if v is not None}
     config = dataclasses.replace(

@@ -31,7 +31,9 @@ SMALL_BUDGET = {
 }
 """``small`` budgets per env. ant's is sized from a measured ant-angle cell (a ~13 s policy epoch
 with its rollouts and evaluations, ~266 s for a 15-epoch cell): about 2 min per cell, about 1 h
-for ant-angle's 30 cells after stage 1 (~67 min for K = 10) and the six experts (~23 min)."""
+for ant-angle's 30 cells, after stage 1 and the six experts (K = 6 x 150k steps each at the
+current ``small`` generate preset: an estimated 40-50 min each alone on 2 cores, from two
+stage-1 runs of 4,936-4,992 s side by side)."""
 
 
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
