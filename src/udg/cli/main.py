@@ -142,12 +142,14 @@ class Generate:
     """Environment steps per agent (default: the preset's); raise it on an existing run to
     extend it."""
     task: str | None = None
-    """A known task whose reward is mixed in with weight --w-task."""
+    """A known task whose reward is mixed in with weight --w-task (default: the preset's: none,
+    except ant at small, which mixes in the ant-outward locomotion prior)."""
     agent_tasks: tuple[str, ...] | None = None
     """One task per agent instead of --task (K specialists at once, e.g. experts for the theory
     check: --agent-tasks ant-angle-0 ant-angle-90 --w-div 0)."""
     w_task: float | None = None
-    """Weight of the task reward (default 0, or 1 when a task is given with --w-div 0)."""
+    """Weight of the task reward (default: the preset's, 0 except ant at small's 1; and 1 when a
+    task is given with --w-div 0)."""
     w_div: float | None = None
     """Weight of the diversity reward (default 1)."""
     seed: int = 0

@@ -492,6 +492,8 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
     from udg.data.minari_io import find_datasets, load_dataset
     from udg.experiments.plots import plot_coverage
 
+    if last is not None and last < 1:
+        raise UdgError(f"--last must be at least 1, got {last}")
     run = Path(run)
     manifest = read_json(run / MANIFEST)
     if manifest.get("kind") != "generate" or manifest.get("status") != "complete":
@@ -507,7 +509,5 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
         trajectories.append([feats[data.episode(e)] for e in range(data.num_episodes)])
         labels.append(path.name.removesuffix("-v0"))
     title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"
-    if last is not None and last < 1:
-        raise UdgError(f"--last must be at least 1, got {last}")
     out = run / "coverage.png" if out is None else Path(out)
     return plot_coverage(trajectories, labels, features[:2], out, title=title, last=last)
