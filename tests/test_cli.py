@@ -140,7 +140,7 @@ def test_ant_small_mixes_in_the_locomotion_prior_and_flags_still_win():
 
     ant = config("--scale", "small")
     assert (ant.num_agents, ant.steps, ant.task, ant.w_task, ant.w_div) == (
-        6, 150_000, "ant-outward", 1.0, 1.0
+        6, 240_000, "ant-outward", 1.0, 1.0
     )  # fmt: skip
     assert ant.observe_features and ant.sac.autotune_temperature
     assert not ant.diversity.episode_scaling

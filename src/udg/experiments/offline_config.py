@@ -31,9 +31,9 @@ SMALL_BUDGET = {
 }
 """``small`` budgets per env. ant's is sized from a measured ant-angle cell (a ~13 s policy epoch
 with its rollouts and evaluations, ~266 s for a 15-epoch cell): about 2 min per cell, about 1 h
-for ant-angle's 30 cells, after stage 1 and the six experts (K = 6 x 150k steps each at the
-current ``small`` generate preset: an estimated 40-50 min each alone on 2 cores, from two
-stage-1 runs of 4,936-4,992 s side by side)."""
+for ant-angle's 30 cells, after stage 1 and the six experts (K = 6 x 240k steps each at the
+current ``small`` generate preset: an estimated 80-90 min each alone on 2 cores, from a stage-1
+run's 47-51 env steps per second per agent alone)."""
 
 
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
