@@ -25,6 +25,7 @@ def demo_run(tmp_path_factory):
         generate=dataclasses.replace(TINY, num_agents=3),
         mopo=TINY_MOPO,
         tasks=TASKS,
+        expert_steps=300,
     )
     logs = []
     summary = run_pipeline(config, out, log=logs.append, progress=PROGRESS)
@@ -93,7 +94,12 @@ def test_pipeline_writes_complete_reports(demo_run):
     assert stages["MOPO cells"] == sum(c["wall_seconds"] for c in summary["cells"].values())
     assert "stages as recorded over all runs: stage 1" in report
     steps = summary["config"]["generate"]["steps"]
-    assert f"UDG data: 3 agents x {steps} steps, reward 1 x diversity." in report
+    assert (
+        f"UDG data: 3 agents x {steps} steps, reward 1 x diversity; random data: as many "
+        "transitions; supervised and expert data: one SAC agent per task, 300 steps each."
+    ) in report
+    experts = json.loads((out / "experts" / "manifest.json").read_text())
+    assert experts["config"]["steps"] == 300 and steps == 500
 
 
 def test_report_names_a_mixed_in_reward():
@@ -107,7 +113,8 @@ def test_report_names_a_mixed_in_reward():
     gen = dataclasses.asdict(mixed)
     assert data_line({"config": {"generate": gen}}) == (
         "UDG data: 6 agents x 150000 steps, reward 1 x diversity + 1 x ant-outward "
-        "(a known reward mixed in), the diversity features observed"
+        "(a known reward mixed in), the diversity features observed; random data: as many "
+        "transitions; supervised and expert data: one SAC agent per task, 150000 steps each"
     )
 
 
@@ -157,5 +164,7 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
 def test_unknown_experiment_and_executor(tmp_path):
     with pytest.raises(UdgError, match="unknown experiment 'nope'"):
         run_pipeline(PipelineConfig(experiment="nope"), tmp_path)
+    with pytest.raises(UdgError, match="--expert-steps must be positive"):
+        run_pipeline(PipelineConfig(expert_steps=0), tmp_path)
     with pytest.raises(UdgError, match="unknown executor"):
         run_cells([], executor="dask")

@@ -373,7 +373,11 @@ def pipeline(experiment: str, args) -> None:
     from udg.experiments.report import columns, findings, headline_rows, paper_rows
 
     config = PipelineConfig(
-        experiment=experiment, scale=args.scale, seed=args.seed, seeds=args.seeds
+        experiment=experiment,
+        scale=args.scale,
+        seed=args.seed,
+        seeds=args.seeds,
+        expert_steps=args.expert_steps,
     )
     summary = run_pipeline(
         config,

@@ -255,6 +255,8 @@ class Demo:
     """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
     seeds: int = 1
     """MOPO seeds per cell."""
+    expert_steps: int | None = None
+    """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
     """Where MOPO cells run: local (in-process) or ray."""
     address: str | None = None
@@ -282,6 +284,8 @@ class Experiment:
     """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
     seeds: int = 3
     """MOPO seeds per cell."""
+    expert_steps: int | None = None
+    """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
     """Where MOPO cells run: local (in-process) or ray."""
     address: str | None = None

@@ -122,6 +122,10 @@ class PipelineConfig:
     """MOPO config of every cell (None: the scale's preset)."""
     tasks: tuple[str, ...] | None = None
     """A subset of the experiment's tasks (None: all)."""
+    expert_steps: int | None = None
+    """Environment steps of each baseline SAC agent (the supervised agent and the theory
+    check's experts; None: stage 1's steps per agent). The random data always matches UDG's
+    total."""
 
 
 def _random_dataset(env: str, steps: int, episode_length: int, seed: int, root: Path) -> Path:
@@ -199,13 +203,16 @@ def run_pipeline(
     if unknown:
         raise UdgError(f"task(s) {', '.join(unknown)} are not part of experiment {spec.name}")
     expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
+    if config.expert_steps is not None and config.expert_steps <= 0:
+        raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
 
     log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
     _generate_with_bar(gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress)
     plot_run_coverage(out / "udg")
     log(
-        f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once "
-        f"(supervised data: {spec.supervised_task}; the others are the theory check's experts)"
+        f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once, "
+        f"{config.expert_steps or gen.steps} steps each (supervised data: "
+        f"{spec.supervised_task}; the others are the theory check's experts)"
     )
     experts_config = dataclasses.replace(
         gen,
@@ -214,6 +221,7 @@ def run_pipeline(
         task=None,
         w_task=1.0,
         w_div=0.0,
+        steps=config.expert_steps or gen.steps,
     )
     _generate_with_bar(
         experts_config, out / "experts", f"baselines {spec.env} K={len(expert_tasks)}", progress

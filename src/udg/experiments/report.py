@@ -107,14 +107,20 @@ def timing_line(summary: dict) -> str:
 
 
 def data_line(summary: dict) -> str:
-    """How the UDG data was generated: agents, steps, and the reward they were trained on."""
+    """How the UDG data was generated (agents, steps, the reward they were trained on) and the
+    baselines' budget."""
     gen = summary["config"]["generate"]
+    expert_steps = summary["config"].get("expert_steps") or gen["steps"]
     reward = f"{gen['w_div']:g} x diversity"
     if gen.get("task") and gen["w_task"] > 0:
         reward += f" + {gen['w_task']:g} x {gen['task']} (a known reward mixed in)"
     if gen.get("observe_features"):
         reward += ", the diversity features observed"
-    return f"UDG data: {gen['num_agents']} agents x {gen['steps']} steps, reward {reward}"
+    return (
+        f"UDG data: {gen['num_agents']} agents x {gen['steps']} steps, reward {reward}; "
+        f"random data: as many transitions; supervised and expert data: one SAC agent per task, "
+        f"{expert_steps} steps each"
+    )
 
 
 def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
