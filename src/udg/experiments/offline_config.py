@@ -30,10 +30,10 @@ SMALL_BUDGET = {
     "ant": (8, 20, 100),
 }
 """``small`` budgets per env. ant's is sized from a measured ant-angle cell (a ~13 s policy epoch
-with its rollouts and evaluations, ~266 s for a 15-epoch cell): about 2 min per cell, about 1 h
-for ant-angle's 30 cells, after stage 1 and the six experts (K = 6 x 240k steps each at the
-current ``small`` generate preset: an estimated 80-90 min each alone on 2 cores, from a stage-1
-run's 47-51 env steps per second per agent alone)."""
+with its rollouts and evaluations, ~266 s for a 15-epoch cell): measured 82-255 s per cell and
+75 min for ant-angle's 30 cells (``results/ant-angle/RUN.md``), after stage 1 (K = 6 x 240k
+steps at the current ``small`` generate preset: 1 h 54 min on 2 cores) and the six experts (53
+min at ``--expert-steps 150000``). At this budget MOPO's Ant policy learns to stand, not walk."""
 
 
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
