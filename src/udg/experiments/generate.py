@@ -189,11 +189,15 @@ class Generator:
         earlier = manifest.get("git_revisions") or [manifest.get("git_revision", "unknown")]
         self.git_revisions = earlier + [r for r in self.git_revisions if r not in earlier]
         self.wall_before = manifest.get("wall_seconds", 0.0)
-        metrics_path = self.out / "metrics.csv"
-        if metrics_path.exists():
-            self.metrics = read_csv_rows(metrics_path)[: self.round]
+        self.load_metrics(self.round)
         self._tensorboard_rows = len(self.metrics)
         return True
+
+    def load_metrics(self, rounds: int | None = None) -> None:
+        """Read back the first ``rounds`` rows of ``metrics.csv`` (all when None)."""
+        path = self.out / "metrics.csv"
+        if path.exists():
+            self.metrics = read_csv_rows(path)[:rounds]
 
     def iter_chunks(self):
         """Each committed chunk as a list (per agent) of episode lists."""
@@ -462,8 +466,7 @@ def run_generate(
         )
     generator = Generator(config, out)
     if stored_steps == config.steps and (manifest or {}).get("status") == "complete":
-        if (generator.out / "metrics.csv").exists():
-            generator.metrics = read_csv_rows(generator.out / "metrics.csv")
+        generator.load_metrics()
         return generator, [Path(p) for p in manifest.get("datasets", [])]
     if not generator.load_checkpoint():
         generator._write_manifest(status="running")

@@ -205,14 +205,15 @@ def run_pipeline(
     expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
     if config.expert_steps is not None and config.expert_steps <= 0:
         raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
+    expert_steps = config.expert_steps or gen.steps
 
     log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
     _generate_with_bar(gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress)
     plot_run_coverage(out / "udg")
     log(
         f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once, "
-        f"{config.expert_steps or gen.steps} steps each (supervised data: "
-        f"{spec.supervised_task}; the others are the theory check's experts)"
+        f"{expert_steps} steps each (supervised data: {spec.supervised_task}; "
+        "the others are the theory check's experts)"
     )
     experts_config = dataclasses.replace(
         gen,
@@ -221,7 +222,7 @@ def run_pipeline(
         task=None,
         w_task=1.0,
         w_div=0.0,
-        steps=config.expert_steps or gen.steps,
+        steps=expert_steps,
     )
     _generate_with_bar(
         experts_config, out / "experts", f"baselines {spec.env} K={len(expert_tasks)}", progress

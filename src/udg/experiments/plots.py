@@ -19,6 +19,9 @@ import numpy as np  # noqa: E402
 
 from udg.experiments.runs import atomic_write_bytes  # noqa: E402
 
+FINAL_FRACTION = 0.2
+"""Share of each agent's episodes (its last ones) the coverage figure draws bold by default."""
+
 
 def save_figure(fig, path: Path) -> Path:
     buffer = io.BytesIO()
@@ -39,15 +42,15 @@ def plot_coverage(
     """Each agent's episodes in feature space, one colour per agent.
 
     ``trajectories[i]`` holds agent i's episodes as ``[T, 2]`` feature arrays in collection
-    order; its last ``last`` episodes (default: the last 20 %, the final policies) are drawn
-    bold, the earlier ones faint, so the figure shows both what was explored and where each
-    agent ended up.
+    order; its last ``last`` episodes (default: the last ``FINAL_FRACTION``, the final
+    policies) are drawn bold, the earlier ones faint, so the figure shows both what was
+    explored and where each agent ended up.
     """
     fig, ax = plt.subplots(figsize=(6.5, 6))
     colours = plt.get_cmap("tab10")
     for i, (episodes, label) in enumerate(zip(trajectories, labels, strict=True)):
         colour = colours(i % 10)
-        cut = int(len(episodes) * 0.8) if last is None else max(len(episodes) - last, 0)
+        cut = int(len(episodes) * (1 - FINAL_FRACTION)) if last is None else len(episodes) - last
         for j, episode in enumerate(episodes):
             final = j >= cut
             ax.plot(
@@ -63,7 +66,7 @@ def plot_coverage(
             ax.scatter(end[:, 0], end[:, 1], color=colour, s=6, zorder=3)
     ax.set_xlabel(feature_names[0])
     ax.set_ylabel(feature_names[1])
-    bold = "last 20% of episodes" if last is None else f"last {last} episodes"
+    bold = f"last {FINAL_FRACTION:.0%} of episodes" if last is None else f"last {last} episodes"
     ax.set_title(f"{title or 'coverage of feature space'} (bold: {bold})")
     ax.axhline(0, color="grey", lw=0.3)
     ax.axvline(0, color="grey", lw=0.3)
