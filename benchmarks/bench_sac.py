@@ -10,7 +10,9 @@ Rows of the printed table:
       FLOPs counted analytically (see `sac_update_flops`), achieved GFLOP/s and ratio to (a).
       Target: ratio >= 0.70.
   (c) K-agent `population_update_n` time against K times the single-agent time. Target <= 1.1.
-      Shown for the default (lax.map over agents on CPU, vmap elsewhere) and for vmap.
+      Shown for the default (lax.map over agents on CPU, vmap elsewhere; the agents split over
+      one CPU device per core, `udg.devices`, as `udg` runs them), for all agents on one device
+      (`shard=False`) and for vmap.
   (d) the same update in PyTorch, when `torch` is importable (skipped otherwise).
 All timed callables run round-robin and each keeps its best of `--rounds`, so load from other
 processes on a shared machine hits the peak and the updates alike; ratios still move by
@@ -30,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from udg.agents import sac
+from udg.devices import member_mesh, use_cpu_cores
 
 OBS_DIM, ACT_DIM, HIDDEN, BATCH = 105, 8, (256, 256), 256
 PEAK_SIZES = (1024, 2048)
@@ -111,17 +114,20 @@ def single_timer(steps: int) -> Callable[[], None]:
     return run
 
 
-def population_timer(num_agents: int, steps: int, vectorize: bool | None) -> Callable[[], None]:
+def population_timer(
+    num_agents: int, steps: int, vectorize: bool | None, shard: bool = True
+) -> Callable[[], None]:
     """`jit_population_update_n` of K Ant-sized agents over `steps` scanned updates."""
     config = sac.SACConfig(hidden_dims=HIDDEN, batch_size=BATCH)
-    state = {
-        "agents": sac.create_population(config, jax.random.key(0), num_agents, OBS_DIM, ACT_DIM)
-    }
+    agents = sac.create_population(config, jax.random.key(0), num_agents, OBS_DIM, ACT_DIM)
+    if not shard:  # all on the first device (as created, they are split over the devices)
+        agents = jax.device_put(agents, jax.devices()[0])
+    state = {"agents": agents}
     batches = random_batches(jax.random.key(1), num_agents, steps)
 
     def run() -> None:
         state["agents"], metrics = sac.jit_population_update_n(
-            state["agents"], batches, jax.random.key(2), vectorize=vectorize
+            state["agents"], batches, jax.random.key(2), vectorize=vectorize, shard=shard
         )
         jax.block_until_ready(metrics)
 
@@ -216,14 +222,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds; the best is kept")
     parser.add_argument("--agents", type=int, default=6, help="population size K for row (c)")
     args = parser.parse_args()
+    use_cpu_cores()  # as `udg` does: one CPU device per core, before any computation
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
-        f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}'"
+        f"XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}', {len(jax.devices())} devices"
     )
 
     timers = {f"peak{n}": matmul_timer(n) for n in PEAK_SIZES}
     timers["single"] = single_timer(args.steps)
     timers["population"] = population_timer(args.agents, args.steps, None)
+    timers["population_one_device"] = population_timer(args.agents, args.steps, None, False)
     timers["population_vmap"] = population_timer(args.agents, args.steps, True)
     torch_steps = min(args.steps, 20)
     run_torch = torch_timer(torch_steps)
@@ -238,8 +246,12 @@ def main() -> None:
     population = best["population"] / args.steps
     achieved = flops / single / 1e9
     pop_ratio = population / (args.agents * single)
+    one_device_ratio = best["population_one_device"] / args.steps / (args.agents * single)
     vmap_ratio = best["population_vmap"] / args.steps / (args.agents * single)
-    default_mode = "vmap" if jax.default_backend() != "cpu" else "lax.map"
+    default_mode = ("vmap" if jax.default_backend() != "cpu" else "lax.map") + " over agents"
+    mesh = member_mesh(args.agents)
+    if mesh is not None:
+        default_mode += f", split over {mesh.size} devices ({args.agents // mesh.size} each)"
     rows = [
         (
             "(a) f32 matmul peak",
@@ -266,13 +278,23 @@ def main() -> None:
         (
             f"(c) K={args.agents} population update",
             f"{population * 1e3:.3f} ms",
-            f"default: {default_mode} over agents; "
+            f"default: {default_mode}; "
             f"{args.agents} x single = {args.agents * single * 1e3:.3f} ms",
         ),
         (
             "    ratio pop / (K x single)",
             f"{pop_ratio:.3f}",
             f"target <= 1.10: {'met' if pop_ratio <= 1.10 else 'NOT met'}",
+        ),
+        (
+            "    population achieved",
+            f"{args.agents * flops / population / 1e9:.1f} GFLOP/s",
+            f"ratio to peak {args.agents * flops / population / 1e9 / peak:.3f}",
+        ),
+        (
+            "    same, shard=False",
+            f"{one_device_ratio:.3f}",
+            f"all agents on one device; sharded is {one_device_ratio / pop_ratio:.2f}x faster",
         ),
         ("    same, vectorize=True", f"{vmap_ratio:.3f}", "jax.vmap over agents"),
     ]

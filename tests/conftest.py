@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+from udg.devices import use_cpu_cores  # noqa: E402
+
+# Two CPU devices whatever the machine, as `udg` sets one per core: the suite runs the sharded
+# population path (agents split over the devices) that the command line runs.
+use_cpu_cores(2)
 warnings.filterwarnings("ignore", message=".*settotalmass.*")
 
 

@@ -45,17 +45,21 @@ def test_generate_writes_one_dataset_per_agent_with_reward_parts(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
-def test_interrupted_run_resumes_to_identical_datasets(tmp_path):
-    _, _ = run_generate(TINY, tmp_path / "straight")
+# K = 3 runs on one device; K = 4 splits the agents over the suite's two CPU devices, so that
+# their placement survives the checkpoint (udg.devices).
+@pytest.mark.parametrize("num_agents", [3, 4])
+def test_interrupted_run_resumes_to_identical_datasets(tmp_path, num_agents):
+    config = dataclasses.replace(TINY, num_agents=num_agents)
+    _, _ = run_generate(config, tmp_path / "straight")
 
     def stop_at_round_7(round_done, _row):
         if round_done == 7:  # the last checkpoint was after round 6
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_generate(TINY, tmp_path / "resumed", stop_at_round_7)
+        run_generate(config, tmp_path / "resumed", stop_at_round_7)
     assert not (tmp_path / "resumed" / "datasets").exists()
-    run_generate(TINY, tmp_path / "resumed")
+    run_generate(config, tmp_path / "resumed")
     metrics = [(tmp_path / run / "metrics.csv").read_text() for run in ("straight", "resumed")]
     assert metrics[0] == metrics[1]  # rows read back on resume are rewritten as they were
     for a, b in zip(_datasets(tmp_path / "straight"), _datasets(tmp_path / "resumed"), strict=True):

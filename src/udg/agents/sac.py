@@ -6,7 +6,8 @@ change. `update(agent, batch, key) -> (agent, metrics)` performs one SAC step (c
 Polyak average, actor, temperature); `update_n` scans it over N batches per dispatch. The
 population is the same pytree with every leaf stacked on a leading agent axis `[K, ...]`, made
 by `jax.vmap(SAC.create)` and trained by `jax.vmap(update)` (or, faster on CPU, `lax.map` over
-the agents, with identical results); a single agent is K = 1 of the same code. Nothing here knows about environments, replay buffers or files; `to_bytes`/`from_bytes`
+the agents, with identical results), the agents split over the local devices when several
+divide K (`udg.devices`); a single agent is K = 1 of the same code. Nothing here knows about environments, replay buffers or files; `to_bytes`/`from_bytes`
 only turn the pytree into bytes and back. Follows ikostrikov/walk_in_the_park
 `rl/agents/sac/sac_learner.py` and QDax `qdax/baselines/sac_pbt.py`.
 """
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from udg.agents.networks import (
     CriticEnsemble,
@@ -28,6 +30,7 @@ from udg.agents.networks import (
     sample_squashed_gaussian,
     squash_gaussian_noise,
 )
+from udg.devices import MEMBER_AXIS, member_mesh
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -287,12 +290,18 @@ def create_population(
     config: SACConfig, key: jax.Array, num_agents: int, obs_dim: int, act_dim: int
 ) -> SAC:
     """K independent agents, every leaf `[K, ...]`; agent k is `SAC.create` with
-    `jax.random.split(key, K)[k]`."""
+    `jax.random.split(key, K)[k]`. The agent axis is split over the local devices as
+    `population_update_n` leaves it (`udg.devices.member_mesh`), so that its first call
+    compiles for the same placement as every later one."""
     if num_agents <= 0 or obs_dim <= 0 or act_dim <= 0:
         raise ValueError(
             f"num_agents, obs_dim, act_dim must be > 0, got {num_agents}, {obs_dim}, {act_dim}"
         )
-    return _create_population(config, key, num_agents, obs_dim, act_dim)
+    agents = _create_population(config, key, num_agents, obs_dim, act_dim)
+    mesh = member_mesh(num_agents)
+    if mesh is None:
+        return agents
+    return jax.device_put(agents, NamedSharding(mesh, PartitionSpec(MEMBER_AXIS)))
 
 
 @partial(jax.jit, static_argnums=(0, 2, 3, 4))
@@ -304,40 +313,62 @@ def _create_population(
     return jax.vmap(lambda k: SAC.create(config, k, obs_dim, act_dim))(keys)
 
 
-def _over_agents(fn: Callable[..., Any], vectorize: bool | None, *args: Any) -> Any:
+def _over_agents(fn: Callable[..., Any], vectorize: bool | None, shard: bool, *args: Any) -> Any:
     """`fn` applied to member k of every argument (leading axis K), results stacked on K.
 
     vectorize=True: `jax.vmap`, one batched kernel for all agents (the right choice on an
     accelerator). vectorize=False: `jax.lax.map`, the agents one after another inside the same
     dispatch; on CPU this is faster, because K-batched matmuls of 256-wide layers run well below
     the throughput of single ones and K agents' parameters and Adam moments no longer fit in
-    cache (see benchmarks/bench_sac.py). None picks False on CPU and True elsewhere. Both give
-    the same numbers as K separate calls.
+    cache (see benchmarks/bench_sac.py). None picks False on CPU and True elsewhere.
+    shard=True: when several local devices divide K (`udg.devices.member_mesh`; one CPU device
+    per core after `udg.devices.use_cpu_cores`), each device runs this on its own K / D agents
+    (`jax.shard_map`, no communication); the results stay sharded on the agent axis. All
+    choices give the same numbers as K separate calls.
     """
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
-    if vectorize:
-        return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda member_args: fn(*member_args), args)
+
+    def over(*member_args: Any) -> Any:
+        if vectorize:
+            return jax.vmap(fn)(*member_args)
+        return jax.lax.map(lambda a: fn(*a), member_args)
+
+    mesh = member_mesh(jax.tree.leaves(args)[0].shape[0]) if shard else None
+    if mesh is None:
+        return over(*args)
+    spec = PartitionSpec(MEMBER_AXIS)
+    return jax.shard_map(over, mesh=mesh, in_specs=spec, out_specs=spec)(*args)
 
 
 def population_update(
-    agents: SAC, batches: Batch, key: jax.Array, *, vectorize: bool | None = None
+    agents: SAC,
+    batches: Batch,
+    key: jax.Array,
+    *,
+    vectorize: bool | None = None,
+    shard: bool = True,
 ) -> tuple[SAC, Metrics]:
     """`update` for every agent on its own batch (`[K, B, ...]`); agent k uses
-    `jax.random.split(key, K)[k]`. Metrics are `[K]`. `vectorize`: see `_over_agents`."""
+    `jax.random.split(key, K)[k]`. Metrics are `[K]`. `vectorize`, `shard`: see
+    `_over_agents`."""
     keys = jax.random.split(key, num_agents(agents))
-    return _over_agents(update, vectorize, agents, batches, keys)
+    return _over_agents(update, vectorize, shard, agents, batches, keys)
 
 
 def population_update_n(
-    agents: SAC, batches: Batch, key: jax.Array, *, vectorize: bool | None = None
+    agents: SAC,
+    batches: Batch,
+    key: jax.Array,
+    *,
+    vectorize: bool | None = None,
+    shard: bool = True,
 ) -> tuple[SAC, Metrics]:
     """`update_n` for every agent on its own N batches (`[K, N, B, ...]`); agent k uses
-    `jax.random.split(key, K)[k]`. Metrics are `[K]` means over the N steps. `vectorize`: see
-    `_over_agents`."""
+    `jax.random.split(key, K)[k]`. Metrics are `[K]` means over the N steps. `vectorize`,
+    `shard`: see `_over_agents`."""
     keys = jax.random.split(key, num_agents(agents))
-    return _over_agents(update_n, vectorize, agents, batches, keys)
+    return _over_agents(update_n, vectorize, shard, agents, batches, keys)
 
 
 def sample_actions_single(agent: SAC, observations: jax.Array, key: jax.Array) -> jax.Array:
@@ -371,7 +402,7 @@ jit_update = jax.jit(update, donate_argnums=0)
 jit_update_n = jax.jit(update_n, donate_argnums=0)
 jit_population_update = jax.jit(population_update, donate_argnums=0, static_argnames="vectorize")
 jit_population_update_n = jax.jit(
-    population_update_n, donate_argnums=0, static_argnames="vectorize"
+    population_update_n, donate_argnums=0, static_argnames=("vectorize", "shard")
 )
 jit_sample_actions = jax.jit(sample_actions)
 jit_greedy_actions = jax.jit(greedy_actions)
@@ -386,7 +417,8 @@ def to_bytes(agent: SAC) -> bytes:
 
 def from_bytes(template: SAC, data: bytes) -> SAC:
     """Restore arrays saved by `to_bytes` into a template with the same config and shapes
-    (e.g. a freshly created agent or population); a shape mismatch raises ValueError."""
+    (e.g. a freshly created agent or population), placed on the template's devices; a shape
+    mismatch raises ValueError."""
     restored = flax.serialization.from_bytes(template, data)
     expected = jax.tree.map(jnp.shape, template)
     found = jax.tree.map(jnp.shape, restored)
@@ -395,4 +427,4 @@ def from_bytes(template: SAC, data: bytes) -> SAC:
             "saved SAC arrays do not match the template's shapes (wrong K, dimensions or "
             "hidden sizes?)"
         )
-    return restored
+    return jax.device_put(restored, jax.tree.map(lambda leaf: leaf.sharding, template))

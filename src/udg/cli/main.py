@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             description="Unsupervised data generation for offline RL. Add --debug for tracebacks.",
             config=(tyro.conf.OmitArgPrefixes,),
         )
+        from udg.devices import use_cpu_cores
+
+        use_cpu_cores()  # before the first JAX computation: one CPU device per core
         command.run()
     except UdgError as err:
         if debug:

@@ -1,0 +1,94 @@
+"""Tests of the member sharding over local devices (the suite runs with two CPU devices, see
+conftest.py): the mesh, sharded population updates against unsharded ones, the settings."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from udg.agents import sac
+from udg.cli.main import main
+from udg.devices import MEMBER_AXIS, member_mesh, use_cpu_cores
+from udg.errors import UdgError
+
+OBS_DIM, ACT_DIM, BATCH, STEPS = 3, 2, 8, 3
+TINY = sac.SACConfig(hidden_dims=(16, 16), batch_size=BATCH)
+
+
+def test_suite_runs_on_two_cpu_devices():
+    assert len(jax.devices()) == 2  # else the sharded tests below test nothing
+
+
+@pytest.mark.parametrize(("members", "size"), [(1, None), (2, 2), (3, None), (6, 2), (7, None)])
+def test_member_mesh_splits_members_evenly(members, size):
+    mesh = member_mesh(members)
+    if size is None:
+        assert mesh is None
+    else:
+        assert mesh.shape == {MEMBER_AXIS: size}
+
+
+def random_batches(rng: np.random.Generator, agents: int) -> dict[str, np.ndarray]:
+    shape = (agents, STEPS, BATCH)
+    return {
+        "observations": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(*shape, ACT_DIM)).astype(np.float32),
+        "rewards": rng.normal(size=shape).astype(np.float32),
+        "next_observations": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
+        "terminations": (rng.uniform(size=shape) < 0.3).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_sharded_population_update_equals_unsharded(vectorize):
+    agents = sac.create_population(TINY, jax.random.key(0), 4, OBS_DIM, ACT_DIM)
+    batches = random_batches(np.random.default_rng(0), 4)
+    update = functools.partial(sac.population_update_n, vectorize=vectorize)
+    sharded, sharded_metrics = jax.jit(functools.partial(update, shard=True))(
+        agents, batches, jax.random.key(1)
+    )
+    plain, plain_metrics = jax.jit(functools.partial(update, shard=False))(
+        agents, batches, jax.random.key(1)
+    )
+    # With lax.map each device runs the same per-agent program: equal to the last bit. vmap
+    # batches 2 agents instead of 4, so its matmuls may round differently.
+    same = (
+        np.testing.assert_array_equal
+        if not vectorize
+        else functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7)
+    )
+    jax.tree.map(same, sharded_metrics, plain_metrics)
+    jax.tree.map(
+        lambda a, b: same(np.asarray(a), np.asarray(b)),
+        jax.tree.map(_plain, sharded),
+        jax.tree.map(_plain, plain),
+    )
+    kernel = sharded.actor_params["params"]["Dense_0"]["kernel"]
+    assert kernel.sharding.spec[0] == MEMBER_AXIS  # stays split for the next call
+    assert len(kernel.sharding.device_set) == 2
+    before = agents.actor_params["params"]["Dense_0"]["kernel"]
+    assert not np.allclose(np.asarray(kernel), np.asarray(before))  # the update did something
+
+
+def _plain(x: jax.Array) -> jax.Array:
+    """Random keys as their raw data, so that NumPy can compare them."""
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def test_use_cpu_cores_after_start_keeps_the_devices(monkeypatch):
+    monkeypatch.delenv("UDG_CPU_DEVICES", raising=False)
+    assert use_cpu_cores(5) == 5
+    assert len(jax.devices()) == 2
+    monkeypatch.setenv("UDG_CPU_DEVICES", "3")
+    assert use_cpu_cores() == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_bad_device_count_is_a_one_line_error(monkeypatch, capsys, value):
+    monkeypatch.setenv("UDG_CPU_DEVICES", value)
+    with pytest.raises(UdgError, match="UDG_CPU_DEVICES must be a positive integer"):
+        use_cpu_cores()
+    assert main(["tasks"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("udg: error: UDG_CPU_DEVICES") and "\n" not in err
