@@ -7,9 +7,10 @@ Polyak average, actor, temperature); `update_n` scans it over N batches per disp
 population is the same pytree with every leaf stacked on a leading agent axis `[K, ...]`, made
 by `jax.vmap(SAC.create)` and trained by `jax.vmap(update)` (or, faster on CPU, `lax.map` over
 the agents, with identical results), the agents split over the local devices when several
-divide K (`udg.devices`); a single agent is K = 1 of the same code. Nothing here knows about environments, replay buffers or files; `to_bytes`/`from_bytes`
-only turn the pytree into bytes and back. Follows ikostrikov/walk_in_the_park
-`rl/agents/sac/sac_learner.py` and QDax `qdax/baselines/sac_pbt.py`.
+divide K (`udg.devices`); a single agent is K = 1 of the same code. Nothing here knows about
+environments, replay buffers or files; `to_bytes`/`from_bytes` only turn the pytree into bytes
+and back. Follows ikostrikov/walk_in_the_park `rl/agents/sac/sac_learner.py` and QDax
+`qdax/baselines/sac_pbt.py`.
 """
 
 from collections.abc import Callable
@@ -400,7 +401,9 @@ def greedy_actions(agents: SAC, observations: jax.Array) -> jax.Array:
 # for the result, and the caller must not touch the old agent afterwards.
 jit_update = jax.jit(update, donate_argnums=0)
 jit_update_n = jax.jit(update_n, donate_argnums=0)
-jit_population_update = jax.jit(population_update, donate_argnums=0, static_argnames="vectorize")
+jit_population_update = jax.jit(
+    population_update, donate_argnums=0, static_argnames=("vectorize", "shard")
+)
 jit_population_update_n = jax.jit(
     population_update_n, donate_argnums=0, static_argnames=("vectorize", "shard")
 )
