@@ -157,3 +157,16 @@ def test_ant_small_mixes_in_the_locomotion_prior_and_flags_still_win():
     assert experts.task is None and experts.task_names == ("ant-angle-0", "ant-angle-60")
     with pytest.raises(UdgError, match="either one task for all agents or one task per agent"):
         config("--scale", "small", "--task", "ant-outward", "--agent-tasks", "ant-angle-0")
+
+
+def test_plain_progress_lines_show_rate_and_eta(capsys, monkeypatch):
+    from udg.cli.progress import progress_bar
+
+    monkeypatch.setenv("UDG_PROGRESS_INTERVAL", "0")  # a line per update
+    with progress_bar("stage", total=3, unit="epochs") as bar:
+        for done in (1, 2, 3):
+            bar.update(done, loss=0.5)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all("nan" not in line for line in lines)
+    assert lines[0].startswith("stage: 1/3 epochs, - epochs/s") and "eta -" in lines[0]
+    assert "eta 0 s  loss=0.5" in lines[2] and "- epochs/s" not in lines[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -221,3 +222,27 @@ def test_relabelled_rewards_feed_the_model(point_root):
     task = get_task("point-angle-0")
     relabelled = task.reward(data.columns())
     np.testing.assert_allclose(relabelled, data.rewards + 1.0, atol=1e-6)  # shift of dataset b
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--model-epochs", "0", "--model-epochs must be >= 1"), ("--model-batches", "-1", ">= 0")],
+)
+def test_cli_offline_bad_model_budget(capsys, point_root, tmp_path, flag, value, message):
+    args = ["offline", "--data", str(point_root), "--task", "point-angle-0"]
+    code = main([*args, "--out", str(tmp_path / "o"), flag, value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_offline_model_budget_reaches_the_model(capsys, point_root, tmp_path):
+    args = ["offline", "--data", str(point_root), "--task", "point-angle-0", "--select", "top1"]
+    budget = ["--epochs", "1", "--eval-episodes", "1", "--model-epochs", "2"]
+    code = main([*args, *budget, "--model-batches", "3", "--out", str(tmp_path / "o"), "--json"])
+    assert code == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["dynamics"]["epochs"] <= 2
+    config = json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]
+    assert config["mopo"]["dynamics"]["max_epochs"] == 2
+    assert config["mopo"]["dynamics"]["max_batches_per_epoch"] == 3

@@ -304,6 +304,17 @@ def offline(args) -> None:
     from udg.experiments.offline import OfflineConfig, run_offline
     from udg.experiments.offline_config import mopo_preset
 
+    dynamics = {}  # checked before the data is read
+    if args.model_epochs is not None:
+        if args.model_epochs < 1:
+            raise UdgError(f"--model-epochs must be >= 1, got {args.model_epochs}")
+        dynamics["max_epochs"] = args.model_epochs
+    if args.model_batches is not None:
+        if args.model_batches < 0:
+            raise UdgError(
+                f"--model-batches must be >= 0 (0: full passes), got {args.model_batches}"
+            )
+        dynamics["max_batches_per_epoch"] = args.model_batches or None
     task = get_task(args.task)
     datasets = load_datasets(args.data)
     if datasets[0].env != task.env:
@@ -321,6 +332,7 @@ def offline(args) -> None:
     }
     try:
         mopo = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+        mopo = dataclasses.replace(mopo, dynamics=dataclasses.replace(mopo.dynamics, **dynamics))
     except ValueError as err:
         raise UdgError(str(err)) from None
     config = OfflineConfig(

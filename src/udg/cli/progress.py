@@ -63,11 +63,15 @@ class _Bar:
             self._last_line = now
             t0, c0 = self._first
             rate = (completed - c0) / (now - t0) if now > t0 and completed > c0 else 0.0
-            eta = (self._total - completed) / rate if rate > 0 else float("nan")
+            if completed >= self._total:
+                eta = "0 s"
+            else:  # the rate counts from the first update, so it is unknown until the second
+                eta = f"{(self._total - completed) / rate:,.0f} s" if rate > 0 else "-"
+            speed = f"{rate:,.1f}" if rate > 0 else "-"
             print(
                 f"{self._description}: {completed}/{self._total} {self._unit}, "
-                f"{rate:,.1f} {self._unit}/s, elapsed {now - self._start:,.0f} s, "
-                f"eta {eta:,.0f} s  {text}",
+                f"{speed} {self._unit}/s, elapsed {now - self._start:,.0f} s, "
+                f"eta {eta}  {text}",
                 file=sys.stderr,
                 flush=True,
             )
