@@ -1,0 +1,65 @@
+"""Several ``udg offline`` runs' evaluation returns in one figure, with a summary table.
+
+Each OUT folder is one finished (or running) ``udg offline --out OUT``; its learning curve
+(``learning_curve.csv``: the deterministic policy's mean return at each evaluation) becomes one
+line, named after the folder. Prints a Markdown table of every run's last, best and mean-of-last-
+quarter evaluation return.
+
+    .venv/bin/python scripts/plot_offline_curves.py OUT [OUT ...] --out FIGURE.png [--title T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from udg.experiments.plots import plot_learning_curves
+
+UPDATES_PER_EPOCH = 1000
+
+
+def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, eval returns) of one offline run's learning_curve.csv."""
+    path = folder / "learning_curve.csv"
+    if not path.is_file():
+        sys.exit(f"plot_offline_curves: error: {path} not found")
+    rows = np.genfromtxt(path, delimiter=",", names=True)
+    if rows.size == 0 or "eval_return" not in rows.dtype.names:
+        sys.exit(f"plot_offline_curves: error: {path} has no eval_return rows")
+    rows = np.atleast_1d(rows)
+    keep = ~np.isnan(rows["eval_return"])
+    return rows["epoch"][keep].astype(int), rows["eval_return"][keep]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="udg offline output folders")
+    parser.add_argument("--out", type=Path, required=True, help="figure to write (.png)")
+    parser.add_argument("--title", default="", help="figure title")
+    args = parser.parse_args()
+
+    curves = {run.name: read_curve(run) for run in args.runs}
+    epochs = next(iter(curves.values()))[0]
+    if any(not np.array_equal(e, epochs) for e, _ in curves.values()):
+        sys.exit("plot_offline_curves: error: the runs were evaluated at different epochs")
+    plot_learning_curves(
+        epochs * UPDATES_PER_EPOCH,
+        {name: returns for name, (_, returns) in curves.items()},
+        "evaluation return",
+        args.out,
+        title=args.title,
+    )
+    quarter = max(len(epochs) // 4, 1)
+    print("| run | last | best (epoch) | mean of the last quarter |")
+    print("|---|---|---|---|")
+    for name, (e, r) in curves.items():
+        best = int(np.argmax(r))
+        print(f"| {name} | {r[-1]:.1f} | {r[best]:.1f} ({e[best]}) | {np.mean(r[-quarter:]):.1f} |")
+    print(f"figure: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
