@@ -29,6 +29,10 @@ lockstep round ends at the agent's termination yet gives every agent as many upd
 round's longest episode, so udg's updates per env step exceed 1 and its env steps/s understates
 its update throughput.
 
+Devices: as the `udg` command, the script exposes one JAX CPU device per core, so the udg K=6
+row splits its agents over them (`udg.devices`); udg K=1 and SBX run on the first device with
+every core, as without the split.
+
 Threads: PyTorch gets `torch.set_num_threads` equal to the cores JAX's CPU client uses (all
 cores of this process, 2 on the reference machine; `--torch-threads` overrides). Torch's OpenMP
 threads spin-wait at their barriers, so when other processes keep the cores busy a 2-thread
@@ -58,6 +62,7 @@ import numpy as np
 
 from udg.agents import sac
 from udg.agents.sac import SACConfig
+from udg.devices import use_cpu_cores
 from udg.experiments.generate import Generator, update_chunks
 from udg.experiments.generate_config import GenerateConfig
 
@@ -261,6 +266,7 @@ def main() -> None:
         "--torch-threads", type=int, default=None, help="default: the cores JAX uses"
     )
     args = parser.parse_args()
+    use_cpu_cores()  # as `udg` does: K = 6 splits its agents over the cores; K = 1 is unaffected
     rounds = max(1, -(-args.steps // ROUND))
     warmup = -(-args.warmup // ROUND) * ROUND  # whole udg rounds
     cores = len(os.sched_getaffinity(0))
