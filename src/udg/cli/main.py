@@ -234,11 +234,9 @@ class Offline:
     model: Path | None = None
     """Reuse this saved dynamics model (model.msgpack of an earlier run) instead of fitting."""
     model_epochs: int | None = None
-    """Cap on the dynamics model's epochs; early stopping still applies (default: the
-    preset's)."""
+    """Cap on the model's epochs, early stopping still on (default: the preset's)."""
     model_batches: int | None = None
-    """Minibatches per model epoch, a random subset of the data; 0 means full passes (default:
-    the preset's)."""
+    """Model minibatches per epoch, 0 for full passes (default: the preset's)."""
     json: bool = False
     """Print result.json instead of a summary."""
 
