@@ -92,3 +92,17 @@ def test_bad_device_count_is_a_one_line_error(monkeypatch, capsys, value):
     assert main(["tasks"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("udg: error: UDG_CPU_DEVICES") and "\n" not in err
+
+
+def test_restored_population_keeps_the_template_placement():
+    agents = sac.create_population(TINY, jax.random.key(0), 4, OBS_DIM, ACT_DIM)
+    restored = sac.from_bytes(agents, sac.to_bytes(agents))
+    same = jax.tree.map(
+        lambda a, b: a.sharding.is_equivalent_to(b.sharding, a.ndim), restored, agents
+    )
+    assert all(jax.tree.leaves(same))
+    kernel = restored.actor_params["params"]["Dense_0"]["kernel"]
+    assert len(kernel.sharding.device_set) == 2
+    as_numpy = jax.tree.map(np.asarray, agents)  # a NumPy template restores to one device
+    single = sac.from_bytes(as_numpy, sac.to_bytes(agents))
+    assert len(single.actor_params["params"]["Dense_0"]["kernel"].sharding.device_set) == 1

@@ -430,4 +430,6 @@ def from_bytes(template: SAC, data: bytes) -> SAC:
             "saved SAC arrays do not match the template's shapes (wrong K, dimensions or "
             "hidden sizes?)"
         )
-    return jax.device_put(restored, jax.tree.map(lambda leaf: leaf.sharding, template))
+    # On the template's devices (a NumPy template: the default device).
+    placement = jax.tree.map(lambda leaf: getattr(leaf, "sharding", None), template)
+    return jax.device_put(restored, placement)
