@@ -34,7 +34,7 @@ with its rollouts and evaluations, ~266 s for a 15-epoch cell): measured 82-255 
 75 min for ant-angle's 30 cells (``results/ant-angle/RUN.md``), after stage 1 (K = 6 x 240k
 steps at the current ``small`` generate preset: 1 h 54 min on 2 cores) and the six experts (53
 min at ``--expert-steps 150000``). At this budget MOPO's Ant policy learns to stand, not walk;
-at 64 epochs it learns to fall, the penalty outweighing the healthy bonus
+at 64 epochs it learns to end the episode, the penalty outweighing the healthy bonus
 (``results/ant-angle/longer-mopo``)."""
 
 
