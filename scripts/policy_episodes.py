@@ -26,7 +26,7 @@ from udg.experiments.offline_config import mopo_preset
 
 
 def policy_of(run: Path):
-    """(env name, observation entries, greedy policy [o] -> [a]) of one offline run."""
+    """(env name, greedy policy [o] -> [a]) of one offline run."""
     try:
         manifest = json.loads((run / "manifest.json").read_text())
         result = json.loads((run / "result.json").read_text())
@@ -44,7 +44,7 @@ def policy_of(run: Path):
     except (OSError, ValueError) as err:
         sys.exit(f"policy_episodes: error: {run}/policy.msgpack: {err}")
     act = jax.jit(sac.greedy_actions_single)
-    return env, obs_dims, lambda obs: np.asarray(act(agent, obs[None, :obs_dims]))[0]
+    return env, lambda obs: np.asarray(act(agent, obs[None, :obs_dims]))[0]
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100, help="reset seed of the first episode")
     args = parser.parse_args()
     for run in args.runs:
-        env_name, _, policy = policy_of(run)
+        env_name, policy = policy_of(run)
         for episode in range(args.episodes):
             env = make_env(env_name)
             obs, info = env.reset(seed=args.seed + episode)

@@ -6,14 +6,14 @@ import functools
 import jax
 import numpy as np
 import pytest
+from test_sac import ACT_DIM, OBS_DIM, TINY, random_batch
 
 from udg.agents import sac
 from udg.cli.main import main
 from udg.devices import MEMBER_AXIS, member_mesh, use_cpu_cores
 from udg.errors import UdgError
 
-OBS_DIM, ACT_DIM, BATCH, STEPS = 3, 2, 8, 3
-TINY = sac.SACConfig(hidden_dims=(16, 16), batch_size=BATCH)
+STEPS = 3
 
 
 def test_suite_runs_on_two_cpu_devices():
@@ -29,21 +29,10 @@ def test_member_mesh_splits_members_evenly(members, size):
         assert mesh.shape == {MEMBER_AXIS: size}
 
 
-def random_batches(rng: np.random.Generator, agents: int) -> dict[str, np.ndarray]:
-    shape = (agents, STEPS, BATCH)
-    return {
-        "observations": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(*shape, ACT_DIM)).astype(np.float32),
-        "rewards": rng.normal(size=shape).astype(np.float32),
-        "next_observations": rng.normal(size=(*shape, OBS_DIM)).astype(np.float32),
-        "terminations": (rng.uniform(size=shape) < 0.3).astype(np.float32),
-    }
-
-
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_sharded_population_update_equals_unsharded(vectorize):
     agents = sac.create_population(TINY, jax.random.key(0), 4, OBS_DIM, ACT_DIM)
-    batches = random_batches(np.random.default_rng(0), 4)
+    batches = random_batch(np.random.default_rng(0), 4, STEPS)
     update = functools.partial(sac.population_update_n, vectorize=vectorize)
     sharded, sharded_metrics = jax.jit(functools.partial(update, shard=True))(
         agents, batches, jax.random.key(1)
