@@ -58,7 +58,10 @@ def test_collect_list_show_rank(capsys, tmp_path):
     assert [r["rank"] for r in ranking] == [1, 2]
     assert ranking[0]["score"] >= ranking[1]["score"]
     code, out, _ = run(capsys, "rank", "--task", "point-angle-90", str(root))
-    assert code == 0 and "random-s1-v0" in out
+    assert code == 0 and "random-s1-v0" in out and "reward/step" in out
+    # Each dataset holds 6 episodes of 50 steps, so a step's mean reward is the score / 50.
+    for r in ranking:
+        assert r["reward_per_step"] == pytest.approx(r["score"] / 50, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,11 @@ def test_rank_orders_by_mean_relabelled_return(point_root):
     assert [r.name.split("/")[-1] for r in west] == ["c-v0", "a-v0", "b-v0"]
     assert east[0].score == pytest.approx(score(datasets[1], get_task("point-angle-0")))
     assert east[0].score - east[1].score == pytest.approx(50.0, rel=1e-6)  # shift 1 x 50 steps
+    # Per step the same shift is 1: 50-step episodes.
+    assert east[0].reward_per_step - east[1].reward_per_step == pytest.approx(1.0, rel=1e-6)
+    assert east[0].reward_per_step == pytest.approx(
+        np.mean(relabel(datasets[1], get_task("point-angle-0")).task_rewards["point-angle-0"])
+    )
 
 
 def test_select_semantics(point_root):

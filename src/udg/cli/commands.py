@@ -285,11 +285,16 @@ def generate(args) -> None:
 
 def print_ranking(ranking, task) -> None:
     table = Table(title=f"ranked for {task.name}: {task.formula}")
-    for col in ("rank", "dataset", "mean return", "episodes", "transitions"):
+    for col in ("rank", "dataset", "mean return", "reward/step", "episodes", "transitions"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
     for r in ranking:
         table.add_row(
-            str(r.rank), r.name, f"{r.score:.2f}", str(r.num_episodes), str(r.num_transitions)
+            str(r.rank),
+            r.name,
+            f"{r.score:.2f}",
+            f"{r.reward_per_step:.3f}",
+            str(r.num_episodes),
+            str(r.num_transitions),
         )
     stdout.print(table)
 

@@ -43,6 +43,11 @@ def score(dataset: Dataset, task: TaskSpec) -> float:
     return float(np.mean(dataset.episode_returns(rewards)))
 
 
+def reward_per_step(dataset: Dataset, task: TaskSpec) -> float:
+    """Mean task reward per transition: the score without the episodes' lengths in it."""
+    return float(np.mean(relabel(dataset, task).task_rewards[task.name]))
+
+
 @dataclass(frozen=True)
 class Ranked:
     """One line of a ranking."""
@@ -53,6 +58,8 @@ class Ranked:
     name: str
     score: float
     """Mean episode return under the task."""
+    reward_per_step: float
+    """Mean task reward per transition (short episodes lower the score, not this)."""
     num_episodes: int
     num_transitions: int
     path: str | None
@@ -68,6 +75,7 @@ def rank(datasets: Sequence[Dataset], task: TaskSpec) -> list[Ranked]:
             index=i,
             name=datasets[i].name,
             score=scores[i],
+            reward_per_step=reward_per_step(datasets[i], task),
             num_episodes=datasets[i].num_episodes,
             num_transitions=datasets[i].num_transitions,
             path=datasets[i].metadata.get("path"),
