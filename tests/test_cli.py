@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -62,6 +63,14 @@ def test_collect_list_show_rank(capsys, tmp_path):
     # Each dataset holds 6 episodes of 50 steps, so a step's mean reward is the score / 50.
     for r in ranking:
         assert r["reward_per_step"] == pytest.approx(r["score"] / 50, rel=1e-5)
+    # The same ids under two roots: the table adds each dataset's folder.
+    shutil.copytree(root, tmp_path / "copy")
+    code, out, _ = run(
+        capsys, "rank", "--task", "point-angle-90", str(root), str(tmp_path / "copy")
+    )
+    assert code == 0 and "folder" in out and "copy" in out
+    code, out, _ = run(capsys, "rank", "--task", "point-angle-90", str(root))
+    assert code == 0 and "folder" not in out
 
 
 @pytest.mark.parametrize(

@@ -285,8 +285,12 @@ def generate(args) -> None:
 
 def print_ranking(ranking, task) -> None:
     table = Table(title=f"ranked for {task.name}: {task.formula}")
-    for col in ("rank", "dataset", "mean return", "reward/step", "episodes", "transitions"):
-        table.add_column(col, justify="left" if col == "dataset" else "right")
+    # Datasets from different roots may share an id; then only the folder tells them apart.
+    names = [r.name for r in ranking]
+    show_paths = len(set(names)) < len(names)
+    cols = ("rank", "dataset", "mean return", "reward/step", "episodes", "transitions")
+    for col in cols + (("folder",) if show_paths else ()):
+        table.add_column(col, justify="left" if col in ("dataset", "folder") else "right")
     for r in ranking:
         table.add_row(
             str(r.rank),
@@ -295,6 +299,7 @@ def print_ranking(ranking, task) -> None:
             f"{r.reward_per_step:.3f}",
             str(r.num_episodes),
             str(r.num_transitions),
+            *((str(r.path),) if show_paths else ()),
         )
     stdout.print(table)
 
