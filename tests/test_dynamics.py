@@ -25,7 +25,7 @@ from udg.offline.dynamics import (
     train_step,
     update_best_snapshot,
 )
-from udg.offline.ensemble import ensemble_apply, member_network
+from udg.offline.ensemble import ensemble_apply, ensemble_loss, member_network
 
 OBS_DIM, ACT_DIM, N = 3, 2, 1200
 # Jitted once here: eager flax applies dispatch op by op, which is slow on CPU.
@@ -69,6 +69,25 @@ def zero_variance(model, identical_members: bool = False):
     return model.replace(params=params)
 
 
+def test_logvar_bounds_feel_one_shared_penalty():
+    """Each member's bounds get logvar_bound_penalty / E, as one pair shared by E members would.
+
+    With the upper bound far above every prediction and the lower far below, the NLL no longer
+    pulls on them, so their gradient is the penalty's alone.
+    """
+    params = dict(
+        EnsembleTrainState.create(TINY, jax.random.key(1), OBS_DIM + ACT_DIM, OBS_DIM + 1).params
+    )
+    params["max_logvar"] = jnp.full_like(params["max_logvar"], 50.0)
+    params["min_logvar"] = jnp.full_like(params["min_logvar"], -50.0)
+    x = jax.random.normal(jax.random.key(2), (TINY.ensemble_size, 8, OBS_DIM + ACT_DIM))
+    y = jax.random.normal(jax.random.key(3), (TINY.ensemble_size, 8, OBS_DIM + 1))
+    grads = jax.grad(lambda p: ensemble_loss(TINY, p, x, y)[0])(params)
+    share = TINY.logvar_bound_penalty / TINY.ensemble_size
+    np.testing.assert_allclose(grads["max_logvar"], share, rtol=1e-4)
+    np.testing.assert_allclose(grads["min_logvar"], -share, rtol=1e-4)
+
+
 def test_ensemble_apply_equals_loop_over_members():
     params = EnsembleTrainState.create(
         TINY, jax.random.key(1), OBS_DIM + ACT_DIM, OBS_DIM + 1
@@ -98,7 +117,13 @@ def test_ensemble_step_equals_independent_member_steps():
     y = jax.random.normal(jax.random.key(5), (TINY.ensemble_size, 16, out_dim))
     jit_step = jax.jit(train_step)
     new_state, _ = jit_step(state, x, y)
-    single = dataclasses.replace(TINY, ensemble_size=1, num_elites=1)
+    # A member alone carries its 1/E share of the bound penalty (see DynamicsConfig).
+    single = dataclasses.replace(
+        TINY,
+        ensemble_size=1,
+        num_elites=1,
+        logvar_bound_penalty=TINY.logvar_bound_penalty / TINY.ensemble_size,
+    )
     for e in range(TINY.ensemble_size):
         # Adam's step count is a shared scalar; every other leaf has the member axis.
         member = jax.tree_util.tree_map(lambda p, e=e: p[e : e + 1] if p.ndim else p, state)
@@ -115,6 +140,7 @@ def test_fits_linear_system(trained):
     model, metrics, (obs, act, next_obs, rew) = trained
     assert metrics["elite_holdout_mse"] < 2e-3  # normalised units; an untrained net is ~1
     assert metrics["holdout_size"] == int(N * TINY.holdout_ratio)
+    assert metrics["logvar_bounds_crossed"] == 0.0
     mean, logvar = predict_jit(model, obs[:200], act[:200])
     assert mean.shape == logvar.shape == (TINY.ensemble_size, 200, OBS_DIM + 1)
     elite_mean = np.asarray(mean)[np.asarray(model.elite_indices)]

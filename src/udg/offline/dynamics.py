@@ -91,8 +91,9 @@ def train_step(
 ) -> tuple[EnsembleTrainState, dict[str, jax.Array]]:
     """One Adam step of all members on per-member batches inputs [E, B, in], targets [E, B, out].
 
-    The loss is a sum over members of per-member terms and Adam is elementwise, so this equals
-    E independent steps, computed as one batched program.
+    The loss is a sum over members of per-member terms (each with its 1/E share of the bound
+    penalty) and Adam is elementwise, so this equals E independent steps, computed as one
+    batched program.
     """
     grads, metrics = jax.grad(
         lambda p: ensemble_loss(state.config, p, inputs, targets), has_aux=True
@@ -275,6 +276,14 @@ def train_dynamics(
         "holdout_mse": best.tolist(),
         "elite_indices": np.asarray(elite_indices).tolist(),
         "elite_holdout_mse": float(best[np.asarray(elite_indices)].mean()),
+        # Share of the elites' output dims whose upper log-variance bound fell below the lower:
+        # there the variance is a constant, and so is that dim's part of MOPO's penalty.
+        "logvar_bounds_crossed": float(
+            np.mean(
+                np.asarray(best_params["max_logvar"])[np.asarray(elite_indices)]
+                < np.asarray(best_params["min_logvar"])[np.asarray(elite_indices)]
+            )
+        ),
     }
     return model, metrics
 

@@ -42,8 +42,14 @@ class DynamicsConfig:
     The training loss (OfflineRL-Kit's, constants of the NLL dropped, mean over batch and dims,
     summed over members so each member's gradient is its own):
         L = sum_e mean_{b,d} [ (mu_e - y)^2 * exp(-lv_e) + lv_e ]
-            + logvar_bound_penalty * sum_e (sum_d max_lv_e - sum_d min_lv_e)
+            + logvar_bound_penalty * mean_e (sum_d max_lv_e - sum_d min_lv_e)
             + sum_l weight_decay[l] * 0.5 * ||W_l||^2.
+    PETS, MBPO and OfflineRL-Kit share one pair of bound vectors among the members, so each
+    member's NLL pulls on them against a single penalty; with per-member bounds the penalty is
+    therefore averaged over members, not summed. Summed, it pressed each member's bounds E times
+    harder, and because Adam moves every parameter at about its learning rate whatever the
+    gradient's size, the bounds closed at ~1.3 log units per 1000 steps, crossed after ~6000 and
+    left a constant variance, i.e. a constant MOPO penalty (``results/ant-angle/full-model``).
     """
 
     ensemble_size: int = 7
@@ -73,7 +79,7 @@ class DynamicsConfig:
     ``max_batches_per_epoch * batch_size`` transitions per member, which bounds the cost of an
     epoch on large datasets (None: every epoch is a full pass)."""
     logvar_bound_penalty: float = 0.01
-    """Coefficient on sum(max_logvar) - sum(min_logvar), keeping the learned bounds tight."""
+    """Coefficient on sum(max_logvar) - sum(min_logvar) (members' mean), keeping the bounds tight."""
     improvement_threshold: float = 0.01
     """Relative holdout-MSE improvement (best - new) / best that counts as an update."""
     max_logvar_init: float = 0.5
@@ -192,7 +198,9 @@ def ensemble_loss(
     mean, logvar = ensemble_apply(config, params, inputs)  # [E, B, out]
     sq_err = jnp.square(mean - targets)  # [E, B, out]
     nll = jnp.mean(sq_err * jnp.exp(-logvar) + logvar, axis=(1, 2))  # [E]
-    bound = jnp.sum(params["max_logvar"]) - jnp.sum(params["min_logvar"])
+    # Mean over members: the pressure of one shared pair of bounds (see DynamicsConfig).
+    members = params["max_logvar"].shape[0]
+    bound = (jnp.sum(params["max_logvar"]) - jnp.sum(params["min_logvar"])) / members
     decay = weight_decay_loss(config, params)
     loss = jnp.sum(nll) + config.logvar_bound_penalty * bound + decay
     metrics = {
