@@ -246,3 +246,24 @@ def test_cli_offline_model_budget_reaches_the_model(capsys, point_root, tmp_path
     config = json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]
     assert config["mopo"]["dynamics"]["max_epochs"] == 2
     assert config["mopo"]["dynamics"]["max_batches_per_epoch"] == 3
+
+
+def test_cli_offline_warns_of_crossed_logvar_bounds(capsys, point_root, tmp_path, monkeypatch):
+    import udg.experiments.offline as offline_module
+
+    real = offline_module.run_offline
+
+    def crossed(*args, **kwargs):
+        result = real(*args, **kwargs)
+        return {**result, "dynamics": {**result["dynamics"], "logvar_bounds_crossed": 0.25}}
+
+    args = ["offline", "--data", str(point_root), "--task", "point-angle-0", "--select", "top1"]
+    budget = ["--epochs", "1", "--eval-episodes", "1", "--model-epochs", "2"]
+    assert main([*args, *budget, "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "bounds crossed" not in out  # a 2-epoch fit keeps its bounds apart
+    monkeypatch.setattr(offline_module, "run_offline", crossed)
+    assert main([*args, *budget, "--out", str(tmp_path / "o")]) == 0
+    assert "warning: 25% of the dynamics elites' log-variance bounds crossed" in (
+        capsys.readouterr().out.replace("\n", " ")
+    )

@@ -386,6 +386,12 @@ def offline(args) -> None:
         f"+- {result['last_std']:.2f}, best {result['best_return']:.2f} "
         f"(epoch {result['best_epoch']}); {result['wall_seconds']:.0f} s; {args.out}/result.json"
     )
+    crossed = result["dynamics"].get("logvar_bounds_crossed", 0.0)
+    if crossed > 0:
+        stdout.print(
+            f"warning: {crossed:.0%} of the dynamics elites' log-variance bounds crossed; there "
+            "the predicted variance, and so MOPO's penalty, is a constant"
+        )
 
 
 def pipeline(experiment: str, args) -> None:
