@@ -50,7 +50,7 @@ def main() -> None:
         mean, logvar = dynamics.predict(model, obs, act)  # [E, B, o + 1]
         elites = np.asarray(model.elite_indices)
         std = np.exp(0.5 * np.asarray(logvar))[elites]  # [M, B, o + 1]
-        u = np.linalg.norm(std, axis=-1).max(axis=0)  # [B]
+        u = np.asarray(dynamics.PENALTIES["max_sigma"](jnp.asarray(mean)[elites], std))  # [B]
         share = (std**2).mean(axis=(0, 1)) / (std**2).mean(axis=(0, 1)).sum()  # [o + 1]
         top = np.argsort(share)[::-1][:5]
         names = [f"obs[{i}]" if i < dims else "reward" for i in top]

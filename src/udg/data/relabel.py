@@ -67,6 +67,7 @@ class Ranked:
 
 def rank(datasets: Sequence[Dataset], task: TaskSpec) -> list[Ranked]:
     """Datasets ranked by mean relabelled episode return, best first (ties keep input order)."""
+    datasets = [relabel(d, task) for d in datasets]  # once; score and reward_per_step reuse it
     scores = [score(d, task) for d in datasets]
     order = sorted(range(len(datasets)), key=lambda i: -scores[i])
     return [

@@ -267,21 +267,21 @@ def train_dynamics(
         act_dim=inputs.shape[1] - obs_dim,
         config=config,
     )
-    best = np.asarray(best_losses)
+    best, elites = np.asarray(best_losses), np.asarray(elite_indices)
     metrics = {
         "epochs": epoch,
         "train_size": n - holdout_size,
         "holdout_size": holdout_size,
         "train_loss": float(train_metrics["loss"]),
         "holdout_mse": best.tolist(),
-        "elite_indices": np.asarray(elite_indices).tolist(),
-        "elite_holdout_mse": float(best[np.asarray(elite_indices)].mean()),
+        "elite_indices": elites.tolist(),
+        "elite_holdout_mse": float(best[elites].mean()),
         # Share of the elites' output dims whose upper log-variance bound fell below the lower:
         # there the variance is a constant, and so is that dim's part of MOPO's penalty.
         "logvar_bounds_crossed": float(
             np.mean(
-                np.asarray(best_params["max_logvar"])[np.asarray(elite_indices)]
-                < np.asarray(best_params["min_logvar"])[np.asarray(elite_indices)]
+                np.asarray(best_params["max_logvar"])[elites]
+                < np.asarray(best_params["min_logvar"])[elites]
             )
         ),
     }
