@@ -136,6 +136,19 @@ def test_ensemble_step_equals_independent_member_steps():
         )
 
 
+def test_fit_reports_whether_early_stopping_ended_it():
+    obs, act, next_obs, rew = linear_system(n=512)
+    capped = dataclasses.replace(TINY, max_epochs=1)
+    _, metrics = train_dynamics(capped, jax.random.key(0), obs, act, next_obs, rew)
+    assert metrics["epochs"] == 1 and metrics["early_stopped"] is False
+    # Only a 99 % drop of the holdout MSE counts as progress: the second epoch stops the fit.
+    patient = dataclasses.replace(
+        TINY, max_epochs=10, max_epochs_since_update=1, improvement_threshold=0.99
+    )
+    _, metrics = train_dynamics(patient, jax.random.key(0), obs, act, next_obs, rew)
+    assert metrics["epochs"] < 10 and metrics["early_stopped"] is True
+
+
 def test_fits_linear_system(trained):
     model, metrics, (obs, act, next_obs, rew) = trained
     assert metrics["elite_holdout_mse"] < 2e-3  # normalised units; an untrained net is ~1

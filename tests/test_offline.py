@@ -145,6 +145,8 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
         run_offline(config, [point_root], tmp_path / "b", on_epoch=stop_after_epoch_3)
     resumed = run_offline(config, [point_root], tmp_path / "b")
     assert resumed["last_return"] == pytest.approx(straight["last_return"], rel=1e-6)
+    # The resumed run loads the saved model and reports that fit's metrics.
+    assert resumed["dynamics"] == straight["dynamics"] and "epochs" in resumed["dynamics"]
     curves = [(tmp_path / run / "learning_curve.csv").read_text() for run in "ab"]
     epochs = [[line.split(",")[0] for line in curve.splitlines()[1:]] for curve in curves]
     assert epochs[0] == epochs[1] and all(e.isdigit() for e in epochs[1])  # ints after resume
@@ -260,8 +262,11 @@ def test_cli_offline_warns_of_crossed_logvar_bounds(capsys, point_root, tmp_path
     args = ["offline", "--data", str(point_root), "--task", "point-angle-0", "--select", "top1"]
     budget = ["--epochs", "1", "--eval-episodes", "1", "--model-epochs", "2"]
     assert main([*args, *budget, "--out", str(tmp_path / "o")]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.replace("\n", " ")
     assert "bounds crossed" not in out  # a 2-epoch fit keeps its bounds apart
+    assert "dynamics model: 2 epochs (stopped at its epoch cap, holdout MSE still improving" in (
+        " ".join(out.split())
+    )
     monkeypatch.setattr(offline_module, "run_offline", crossed)
     assert main([*args, *budget, "--out", str(tmp_path / "o")]) == 0
     assert "warning: 25% of the dynamics elites' log-variance bounds crossed" in (

@@ -386,7 +386,19 @@ def offline(args) -> None:
         f"+- {result['last_std']:.2f}, best {result['best_return']:.2f} "
         f"(epoch {result['best_epoch']}); {result['wall_seconds']:.0f} s; {args.out}/result.json"
     )
-    crossed = result["dynamics"].get("logvar_bounds_crossed", 0.0)
+    model = result["dynamics"]
+    if "epochs" in model:  # absent for a reused model (--model) saved without its metrics
+        stopped = (
+            "early-stopped"
+            if model.get("early_stopped", True)
+            else "stopped at its epoch cap, holdout MSE still improving: a longer fit "
+            "(--model-epochs, --model-batches) gives a tighter penalty"
+        )
+        stdout.print(
+            f"dynamics model: {model['epochs']} epochs ({stopped}), elites' holdout MSE "
+            f"{model['elite_holdout_mse']:.4f} (normalised)"
+        )
+    crossed = model.get("logvar_bounds_crossed", 0.0)
     if crossed > 0:
         stdout.print(
             f"warning: {crossed:.0%} of the dynamics elites' log-variance bounds crossed; there "

@@ -40,8 +40,12 @@ from udg.experiments.runs import (
     machine_description,
     open_run,
     read_csv_rows,
+    read_json,
 )
 from udg.offline import dynamics, mopo
+
+MODEL_METRICS = "model_metrics.json"
+"""The dynamics fit's metrics, written beside ``model.msgpack``."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,9 @@ class OfflineRun:
                 raise UdgError(f"cannot use dynamics model {err}") from None
             if (self.model.obs_dim, self.model.act_dim) != (self.data.obs_dim, self.data.act_dim):
                 raise UdgError(f"dynamics model {source} does not match the data's shapes")
+            metrics = Path(source).with_name(MODEL_METRICS)
+            if metrics.exists():  # the fit's metrics, so a resumed run still reports them
+                self.dynamics_metrics = read_json(metrics)
             return
         if model_path is not None:
             raise UdgError(f"no such dynamics model file: {model_path}")
@@ -181,6 +188,7 @@ class OfflineRun:
             raise UdgError(f"cannot fit the dynamics model: {err}") from None
         self.wall["dynamics"] += time.perf_counter() - start
         dynamics.save_model(self.model, path, self.task.env)
+        atomic_write_json(self.out / MODEL_METRICS, self.dynamics_metrics)
 
     # --- checkpoints -------------------------------------------------------------------
 

@@ -240,7 +240,7 @@ def train_dynamics(
     state = EnsembleTrainState.create(config, key_init, inputs.shape[1], targets.shape[1])
     best_params = state.params
     best_losses = jnp.full((config.ensemble_size,), jnp.inf, jnp.float32)
-    epoch, epochs_since_update = 0, 0
+    epoch, epochs_since_update, early_stopped = 0, 0, False
     train_metrics: dict[str, jax.Array] = {}
     while True:
         key_train, key_epoch = jax.random.split(key_train)
@@ -254,6 +254,7 @@ def train_dynamics(
             on_epoch(epoch, np.asarray(losses))
         epochs_since_update = 0 if bool(jnp.any(improved)) else epochs_since_update + 1
         if epochs_since_update >= config.max_epochs_since_update:
+            early_stopped = True
             break
         if config.max_epochs is not None and epoch >= config.max_epochs:
             break
@@ -270,6 +271,8 @@ def train_dynamics(
     best, elites = np.asarray(best_losses), np.asarray(elite_indices)
     metrics = {
         "epochs": epoch,
+        # False when max_epochs ended the fit while the holdout MSE was still improving.
+        "early_stopped": early_stopped,
         "train_size": n - holdout_size,
         "holdout_size": holdout_size,
         "train_loss": float(train_metrics["loss"]),
