@@ -8,6 +8,7 @@ equals the current loss (members' mean) at E times the coefficient, so the defau
 0.07 (E = 7), compare the current fit with the former one (``results/offline``).
 
     python scripts/bound_penalty_check.py --data DATASET... --task T [--penalties 0.01 0.07]
+        [--scale small] [--model-epochs N] [--model-batches N]
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--scale", default="small")
     parser.add_argument("--penalties", nargs="+", type=float, default=[0.01, 0.07])
     parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--model-epochs", type=int, help="epoch cap (default: the preset's)")
+    parser.add_argument("--model-batches", type=int, help="minibatches per epoch (0: full passes)")
     args = parser.parse_args()
     task = get_task(args.task)
     data, _ = select(load_datasets(args.data), task, args.select)
@@ -46,6 +49,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     idx = rng.choice(len(rewards), min(args.samples, len(rewards)), replace=False)
     base = mopo_preset(task.env, args.scale).dynamics
+    if args.model_epochs is not None:
+        base = dataclasses.replace(base, max_epochs=args.model_epochs)
+    if args.model_batches is not None:
+        base = dataclasses.replace(base, max_batches_per_epoch=args.model_batches or None)
     print(f"{data.name}: {len(rewards)} transitions, task reward per step {rewards.mean():.3f}")
     for penalty in args.penalties:
         config = dataclasses.replace(base, logvar_bound_penalty=penalty)
