@@ -21,12 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from udg.agents import sac
+from udg.cli.progress import progress_bar
 from udg.data.minari_io import dataset_id_for
 from udg.envs import get_task
 from udg.evaluation.evaluate import evaluate
 from udg.experiments.generate import Generator
 from udg.experiments.generate_config import GenerateConfig
-from udg.experiments.grid import Cell, run_cells
+from udg.experiments.grid import Cell, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
 from udg.files import atomic_write_json
@@ -83,11 +84,14 @@ def main() -> None:
         )
         for s in range(args.first_seed, args.first_seed + args.seeds)
     ]
-    results = run_cells(
-        cells,
-        executor=args.executor,
-        on_done=lambda c, r: print(f"{c.name}: last {r['last_return']:.1f}", flush=True),
-    )
+    with progress_bar("MOPO cells", len(cells) * mopo.epochs, "epochs") as bar:
+        results = run_cells_with_bar(
+            cells,
+            bar,
+            mopo.epochs,
+            log=lambda line: print(line, flush=True),
+            executor=args.executor,
+        )
     last = np.array([r["last_return"] for r in results.values()])
     best = np.array([r["best_return"] for r in results.values()])
     data_mean = next(iter(results.values()))["data_mean_return"]

@@ -127,6 +127,7 @@ def test_every_stage_shows_progress_to_its_total(demo_run):
     mopo = bars["stage 2 MOPO"]
     assert mopo["unit"] == "epochs" and mopo["total"] == 10 * TINY_MOPO.epochs
     assert any("ret" in m for _, m in mopo["updates"])
+    assert any("model_epoch" in m for _, m in mopo["updates"])  # the fit shows on the bar too
 
 
 def test_rerun_skips_finished_work(demo_run, monkeypatch):
@@ -154,11 +155,27 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
         for seed in (0, 1)
         for executor in ("x",)
     ]
-    local = run_cells(cells, executor="local")
+    def recorder(events):
+        return {
+            "on_model_epoch": lambda c, e, mse: events.append((c.name, "model", e, mse > 0)),
+            "on_epoch": lambda c, e, row: events.append((c.name, "policy", e, row["epoch"] == e)),
+            "on_done": lambda c, r: events.append((c.name, "done", None, True)),
+        }
+
+    local_events, ray_events = [], []
+    local = run_cells(cells, executor="local", **recorder(local_events))
     ray_cells = [dataclasses.replace(c, out=c.out.replace("x-", "ray-")) for c in cells]
-    remote = run_cells(ray_cells, executor="ray")
+    remote = run_cells(ray_cells, executor="ray", **recorder(ray_events))
     for name in local:
         assert remote[name]["last_return"] == pytest.approx(local[name]["last_return"], rel=1e-5)
+    # Ray cells report each model and MOPO epoch to this process too, in order within a cell.
+    for name in local:
+        mine = [ev for ev in local_events if ev[0] == name]
+        assert [ev for ev in ray_events if ev[0] == name] == mine
+        kinds = [kind for _, kind, _, _ in mine]
+        assert kinds[-1] == "done" and kinds.count("policy") == TINY_MOPO.epochs
+        assert kinds.index("policy") > 0 and set(kinds[: kinds.index("policy")]) == {"model"}
+        assert all(ok for *_, ok in mine)
 
 
 def test_unknown_experiment_and_executor(tmp_path):

@@ -30,7 +30,7 @@ from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
 from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
-from udg.experiments.grid import Cell, run_cells
+from udg.experiments.grid import Cell, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
 from udg.experiments.runs import (
@@ -270,22 +270,9 @@ def run_pipeline(
                     )
                 )
     log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
-    done = [0]
     with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
-
-        def on_epoch(cell: Cell, epoch: int, row: dict) -> None:
-            metrics = {"cell": cell.name}
-            if "eval_return" in row:
-                metrics["ret"] = float(row["eval_return"])
-            bar.update(done[0] * mopo.epochs + epoch, **metrics)
-
-        def on_done(cell: Cell, result: dict) -> None:
-            done[0] += 1
-            bar.update(done[0] * mopo.epochs, cell=cell.name, ret=float(result["last_return"]))
-            log(f"  [{done[0]}/{len(cells)}] {cell.name}: return {result['last_return']:.1f}")
-
-        results = run_cells(
-            cells, executor=executor, address=address, on_done=on_done, on_epoch=on_epoch
+        results = run_cells_with_bar(
+            cells, bar, mopo.epochs, log=log, executor=executor, address=address
         )
 
     log("theory check: exact W1 to expert data")
