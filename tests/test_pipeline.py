@@ -155,6 +155,7 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
         for seed in (0, 1)
         for executor in ("x",)
     ]
+
     def recorder(events):
         return {
             "on_model_epoch": lambda c, e, mse: events.append((c.name, "model", e, mse > 0)),
@@ -166,6 +167,10 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
     local = run_cells(cells, executor="local", **recorder(local_events))
     ray_cells = [dataclasses.replace(c, out=c.out.replace("x-", "ray-")) for c in cells]
     remote = run_cells(ray_cells, executor="ray", **recorder(ray_events))
+    # Results come in the cells' order whichever ends first: here a finished cell (read back at
+    # once) after one that trains.
+    late = dataclasses.replace(cells[0], out=str(tmp_path / "late"))
+    assert list(run_cells([late, ray_cells[1]], executor="ray")) == ["c0", "c1"]
     for name in local:
         assert remote[name]["last_return"] == pytest.approx(local[name]["last_return"], rel=1e-5)
     # Ray cells report each model and MOPO epoch to this process too, in order within a cell.

@@ -186,7 +186,7 @@ def _run_with_ray(cells, address, on_done, on_epoch, on_model_epoch) -> dict[str
                 results[cell.name] = ray.get(ref)
                 if on_done is not None:
                     on_done(cell, results[cell.name])
-        return results
+        return {c.name: results[c.name] for c in cells}  # in the cells' order, as run locally
     finally:
         if started_here:
             ray.shutdown()
