@@ -53,7 +53,7 @@ class _Bar:
 
     def update(self, completed: int, **metrics: float | str) -> None:
         text = "  ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+            f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
         )
         self._progress.update(self._task, completed=completed, metrics=text)
         now = time.monotonic()
