@@ -2,7 +2,7 @@
 
 Each OUT folder is one finished (or running) ``udg offline --out OUT``; its learning curve
 (``learning_curve.csv``: the deterministic policy's mean return at each evaluation) becomes one
-line, named after the folder. Prints a Markdown table of every run's last, best and mean-of-last-
+line, named after the folder, shaded by the std over the evaluation episodes. Prints a Markdown table of every run's last, best and mean-of-last-
 quarter evaluation return.
 
     .venv/bin/python scripts/plot_offline_curves.py OUT [OUT ...] --out FIGURE.png [--title T]
@@ -21,8 +21,8 @@ from udg.experiments.plots import plot_learning_curves
 UPDATES_PER_EPOCH = 1000
 
 
-def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, eval returns) of one offline run's learning_curve.csv."""
+def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(epochs, eval returns, their std over episodes or None) of one run's learning_curve.csv."""
     path = folder / "learning_curve.csv"
     if not path.is_file():
         sys.exit(f"plot_offline_curves: error: {path} not found")
@@ -31,7 +31,8 @@ def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         sys.exit(f"plot_offline_curves: error: {path} has no eval_return rows")
     rows = np.atleast_1d(rows)
     keep = ~np.isnan(rows["eval_return"])
-    return rows["epoch"][keep].astype(int), rows["eval_return"][keep]
+    std = rows["eval_std"][keep] if "eval_std" in rows.dtype.names else None
+    return rows["epoch"][keep].astype(int), rows["eval_return"][keep], std
 
 
 def main() -> None:
@@ -43,19 +44,20 @@ def main() -> None:
 
     curves = {run.name: read_curve(run) for run in args.runs}
     epochs = next(iter(curves.values()))[0]
-    if any(not np.array_equal(e, epochs) for e, _ in curves.values()):
+    if any(not np.array_equal(e, epochs) for e, _, _ in curves.values()):
         sys.exit("plot_offline_curves: error: the runs were evaluated at different epochs")
     plot_learning_curves(
         epochs * UPDATES_PER_EPOCH,
-        {name: returns for name, (_, returns) in curves.items()},
-        "evaluation return",
+        {name: returns for name, (_, returns, _) in curves.items()},
+        "evaluation return (band: std over episodes)",
         args.out,
         title=args.title,
+        spreads={name: std for name, (_, _, std) in curves.items() if std is not None},
     )
     quarter = max(len(epochs) // 4, 1)
     print("| run | last | best (epoch) | mean of the last quarter |")
     print("|---|---|---|---|")
-    for name, (e, r) in curves.items():
+    for name, (e, r, _) in curves.items():
         best = int(np.argmax(r))
         print(f"| {name} | {r[-1]:.1f} | {r[best]:.1f} ({e[best]}) | {np.mean(r[-quarter:]):.1f} |")
     print(f"figure: {args.out}")

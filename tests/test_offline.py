@@ -103,6 +103,29 @@ def test_offline_end_to_end_and_resume(tmp_path, point_root):
     assert again["last_return"] == result["last_return"]
 
 
+def test_learning_curve_shades_the_std_over_episodes(tmp_path, monkeypatch):
+    from udg.experiments import plots
+
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+    )
+    steps, returns, stds = (
+        np.array([1, 2, 3]),
+        np.array([10.0, 20.0, 15.0]),
+        np.array([1.0, 4.0, 2.0]),
+    )
+    path = plots.plot_learning_curves(
+        steps, {"a": returns, "b": returns + 1}, "return", tmp_path / "c.png", spreads={"a": stds}
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figures[0].axes
+    assert len(ax.lines) == 2 and len(ax.collections) == 1  # one band, for "a" only
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(9.0) and band[:, 1].max() == pytest.approx(24.0)
+
+
 def test_model_and_policy_see_only_the_configured_observation_entries(tmp_path, point_root):
     # point's observation is (x, y, vx, vy); keep (x, y). The task reward still reads velocity
     # from the full columns, so the ranking equals that of a run on full observations.

@@ -405,10 +405,12 @@ def _plot_curve(run: OfflineRun, out: Path) -> None:
     from udg.experiments.plots import plot_learning_curves
 
     steps = np.array([h["epoch"] for h in run.history]) * run.config.mopo.steps_per_epoch
+    name = "evaluation return (band: std over episodes)"
     plot_learning_curves(
         steps,
-        {"evaluation return": np.array([h["eval_return"] for h in run.history])},
+        {name: np.array([h["eval_return"] for h in run.history])},
         f"return on {run.task.name}",
         out / "learning_curve.png",
         title=f"MOPO on {run.config.select} data, {run.task.name}",
+        spreads={name: np.array([h["eval_std"] for h in run.history])},
     )

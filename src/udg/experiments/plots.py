@@ -83,12 +83,23 @@ def plot_coverage(
 
 
 def plot_learning_curves(
-    steps: np.ndarray, curves: dict[str, np.ndarray], ylabel: str, path: Path, title: str = ""
+    steps: np.ndarray,
+    curves: dict[str, np.ndarray],
+    ylabel: str,
+    path: Path,
+    title: str = "",
+    spreads: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """One line per named curve against steps."""
+    """One line per named curve against steps; ``spreads[name]`` (e.g. the std over evaluation
+    episodes), when given, is shaded as a band of +- that value around the curve."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in curves.items():
-        ax.plot(steps, values, label=name, lw=1)
+        (line,) = ax.plot(steps, values, label=name, lw=1)
+        if spreads is not None and name in spreads:
+            spread = spreads[name]
+            ax.fill_between(
+                steps, values - spread, values + spread, color=line.get_color(), alpha=0.2, lw=0
+            )
     ax.set_xlabel("steps")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
