@@ -2,8 +2,10 @@
 
 Each OUT folder is one finished (or running) ``udg offline --out OUT``; its learning curve
 (``learning_curve.csv``: the deterministic policy's mean return at each evaluation) becomes one
-line, named after the folder, shaded by the std over the evaluation episodes. Prints a Markdown table of every run's last, best and mean-of-last-
-quarter evaluation return.
+line, named after the folder (with its parents where run folders share a name) and shaded by
+the std over the evaluation episodes; the x axis counts SAC updates (epochs times the run's
+``steps_per_epoch`` from its ``manifest.json``). Prints a Markdown table of every run's last,
+best and mean-of-last-quarter evaluation return.
 
     .venv/bin/python scripts/plot_offline_curves.py OUT [OUT ...] --out FIGURE.png [--title T]
 """
@@ -11,6 +13,7 @@ quarter evaluation return.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,7 +21,14 @@ import numpy as np
 
 from udg.experiments.plots import plot_learning_curves
 
-UPDATES_PER_EPOCH = 1000
+
+def updates_per_epoch(folder: Path) -> int:
+    """The run's SAC updates per MOPO epoch, from its manifest.json (the preset sets it)."""
+    path = folder / "manifest.json"
+    try:
+        return int(json.loads(path.read_text())["config"]["mopo"]["steps_per_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        sys.exit(f"plot_offline_curves: error: {path} is missing or names no steps_per_epoch")
 
 
 def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -35,6 +45,19 @@ def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
     return rows["epoch"][keep].astype(int), rows["eval_return"][keep], std
 
 
+def labels(folders: list[Path]) -> list[str]:
+    """Each folder's shortest trailing path that tells it from the others (``seed0`` or, when
+    several runs end in ``seed0``, ``udg-top2/seed0``)."""
+    parts = [folder.resolve().parts for folder in folders]
+    if len(set(parts)) < len(parts):
+        sys.exit("plot_offline_curves: error: a run folder is given twice")
+    for k in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return ["/".join(p) for p in parts]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="udg offline output folders")
@@ -42,12 +65,17 @@ def main() -> None:
     parser.add_argument("--title", default="", help="figure title")
     args = parser.parse_args()
 
-    curves = {run.name: read_curve(run) for run in args.runs}
+    curves = {name: read_curve(run) for name, run in zip(labels(args.runs), args.runs, strict=True)}
     epochs = next(iter(curves.values()))[0]
     if any(not np.array_equal(e, epochs) for e, _, _ in curves.values()):
         sys.exit("plot_offline_curves: error: the runs were evaluated at different epochs")
+    updates = {updates_per_epoch(run) for run in args.runs}
+    if len(updates) > 1:
+        sys.exit(
+            f"plot_offline_curves: error: the runs' epochs differ in length: {sorted(updates)}"
+        )
     plot_learning_curves(
-        epochs * UPDATES_PER_EPOCH,
+        epochs * updates.pop(),
         {name: returns for name, (_, returns, _) in curves.items()},
         "evaluation return (band: std over episodes)",
         args.out,
