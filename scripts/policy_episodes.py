@@ -13,6 +13,7 @@ info.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ import jax
 import numpy as np
 
 from udg.agents import sac
+from udg.agents.sac import SACConfig
 from udg.envs import get_task, make_env
-from udg.experiments.offline_config import mopo_preset
 
 
 def policy_of(run: Path):
@@ -35,10 +36,13 @@ def policy_of(run: Path):
         sys.exit(f"policy_episodes: error: {run} is not a finished udg offline run ({err})")
     env = get_task(config["task"]).env
     obs_dims = int(result["observation_dims"])
-    mopo = mopo_preset(env, "small")  # the SAC networks are the same at every scale
-    probe = make_env(env)
-    act_dim = probe.action_space.shape[0]
-    template = sac.SAC.create(mopo.sac, jax.random.key(0), obs_dims, act_dim)
+    try:  # the run's own network sizes (the demo preset's are smaller than the others')
+        hidden = tuple(int(h) for h in config["mopo"]["sac"]["hidden_dims"])
+    except (KeyError, TypeError, ValueError) as err:
+        sys.exit(f"policy_episodes: error: {run}/manifest.json names no SAC hidden_dims ({err})")
+    sac_config = dataclasses.replace(SACConfig(), hidden_dims=hidden)
+    act_dim = make_env(env).action_space.shape[0]
+    template = sac.SAC.create(sac_config, jax.random.key(0), obs_dims, act_dim)
     try:
         agent = sac.from_bytes(template, (run / "policy.msgpack").read_bytes())
     except (OSError, ValueError) as err:
