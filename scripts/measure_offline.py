@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -24,6 +25,7 @@ from udg.agents import sac
 from udg.cli.progress import progress_bar
 from udg.data.minari_io import dataset_id_for
 from udg.envs import get_task
+from udg.errors import UdgError
 from udg.evaluation.evaluate import evaluate
 from udg.experiments.generate import Generator
 from udg.experiments.generate_config import GenerateConfig
@@ -59,10 +61,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--executor", default="local")
     args = parser.parse_args()
-    task = get_task(args.task)
-    config = load_generate_config(args.run)
-    generator = Generator(config, args.run / ".measure-scratch")
-    agents = sac.from_bytes(generator.agents, (args.run / "agents.msgpack").read_bytes())
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    try:
+        task = get_task(args.task)
+        config = load_generate_config(args.run)
+        if not 0 <= args.agent < config.num_agents:
+            raise UdgError(f"--agent {args.agent}: the run has agents 0..{config.num_agents - 1}")
+        mopo = mopo_preset(config.env, args.scale)
+        generator = Generator(config, args.run / ".measure-scratch")
+        agents = sac.from_bytes(generator.agents, (args.run / "agents.msgpack").read_bytes())
+    except (UdgError, OSError, ValueError, KeyError, TypeError) as err:
+        sys.exit(f"measure_offline: error: {args.run}: {err}")
     agent = jax.tree.map(lambda x: x[args.agent], agents)
     returns = evaluate(
         task,
@@ -72,7 +82,6 @@ def main() -> None:
     )
     data = args.run / "datasets" / dataset_id_for(config.env, f"agent-{args.agent}")
     out = args.out or args.run.parent / f"{args.run.name}-mopo-{task.name}"
-    mopo = mopo_preset(config.env, args.scale)
     if args.epochs is not None:
         mopo = dataclasses.replace(mopo, epochs=args.epochs)
     cells = [
