@@ -13,21 +13,23 @@ best and mean-of-last-quarter evaluation return.
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from udg.errors import UdgError
 from udg.experiments.plots import plot_learning_curves
+from udg.experiments.runs import MANIFEST, read_json
 
 
 def updates_per_epoch(folder: Path) -> int:
     """The run's SAC updates per MOPO epoch, from its manifest.json (the preset sets it)."""
-    path = folder / "manifest.json"
+    path = folder / MANIFEST
     try:
-        return int(json.loads(path.read_text())["config"]["mopo"]["steps_per_epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_json(path)["config"]["mopo"]["steps_per_epoch"])
+    except (UdgError, ValueError, KeyError, TypeError):
         sys.exit(f"plot_offline_curves: error: {path} is missing or names no steps_per_epoch")
 
 
@@ -51,11 +53,10 @@ def labels(folders: list[Path]) -> list[str]:
     parts = [folder.resolve().parts for folder in folders]
     if len(set(parts)) < len(parts):
         sys.exit("plot_offline_curves: error: a run folder is given twice")
-    for k in range(1, max(map(len, parts)) + 1):
+    for k in itertools.count(1):  # ends by the full paths at the latest: they differ
         names = ["/".join(p[-k:]) for p in parts]
         if len(set(names)) == len(names):
             return names
-    return ["/".join(p) for p in parts]
 
 
 def main() -> None:
