@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 from tiny_configs import TINY_MOPO
 
+from udg.experiments.generate_config import GenerateConfig
 from udg.experiments.offline import OfflineConfig, run_offline
+from udg.experiments.runs import config_dict
+from udg.files import atomic_write_json
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -64,6 +68,23 @@ def test_plot_offline_curves_refuses_a_folder_without_manifest(offline_runs, tmp
         script.main()
 
 
+def test_plot_offline_curves_refuses_a_run_twice_and_epochs_of_other_lengths(
+    offline_runs, tmp_path, monkeypatch
+):
+    script = load_script("plot_offline_curves")
+    out = ["--out", str(tmp_path / "f.png")]
+    monkeypatch.setattr(sys, "argv", ["plot", str(offline_runs[0]), str(offline_runs[0]), *out])
+    with pytest.raises(SystemExit, match="given twice"):
+        script.main()
+    manifest = offline_runs[1] / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    raw["config"]["mopo"]["steps_per_epoch"] = 1000
+    manifest.write_text(json.dumps(raw))
+    monkeypatch.setattr(sys, "argv", ["plot", *map(str, offline_runs), *out])
+    with pytest.raises(SystemExit, match=r"differ in length: \[20, 1000\]"):
+        script.main()
+
+
 def test_policy_episodes_loads_a_policy_of_any_network_size(offline_runs):
     # TINY_MOPO's SAC is 16 x 16; the script used to assume the small preset's 256 x 256.
     env, policy = load_script("policy_episodes").policy_of(offline_runs[0])
@@ -81,5 +102,24 @@ def test_policy_episodes_loads_a_policy_of_any_network_size(offline_runs):
 def test_measure_offline_refuses_bad_input_in_one_line(tmp_path, monkeypatch, args, message):
     script = load_script("measure_offline")
     monkeypatch.setattr(sys, "argv", ["measure", str(tmp_path / "missing"), *args])
+    with pytest.raises(SystemExit, match=message):
+        script.main()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--agent", "2"], r"--agent 2: the run has agents 0\.\.1"),
+        (["--scale", "huge"], "unknown scale 'huge'"),
+    ],
+)
+def test_measure_offline_refuses_an_agent_or_scale_the_run_lacks(
+    tmp_path, monkeypatch, args, message
+):
+    run = tmp_path / "run"
+    config = config_dict(GenerateConfig(env="point", num_agents=2))
+    atomic_write_json(run / "manifest.json", {"config": config})
+    script = load_script("measure_offline")
+    monkeypatch.setattr(sys, "argv", ["measure", str(run), "--task", "point-angle-0", *args])
     with pytest.raises(SystemExit, match=message):
         script.main()
