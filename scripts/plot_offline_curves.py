@@ -4,10 +4,11 @@ Each OUT folder is one finished (or running) ``udg offline --out OUT``; its lear
 (``learning_curve.csv``: the deterministic policy's mean return at each evaluation) becomes one
 line, named after the folder (with its parents where run folders share a name) and shaded by
 the std over the evaluation episodes; the x axis counts SAC updates (epochs times the run's
-``steps_per_epoch`` from its ``manifest.json``). Prints a Markdown table of every run's last,
-best and mean-of-last-quarter evaluation return.
+``steps_per_epoch`` from its ``manifest.json``, or ``--updates-per-epoch``). Prints a Markdown
+table of every run's last, best and mean-of-last-quarter evaluation return.
 
     .venv/bin/python scripts/plot_offline_curves.py OUT [OUT ...] --out FIGURE.png [--title T]
+        [--updates-per-epoch N]
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ from udg.experiments.plots import plot_learning_curves
 from udg.experiments.runs import MANIFEST, read_json
 
 
-def updates_per_epoch(folder: Path) -> int:
-    """The run's SAC updates per MOPO epoch, from its manifest.json (the preset sets it)."""
+def updates_per_epoch(folder: Path, given: int | None) -> int:
+    """The run's SAC updates per MOPO epoch: ``given`` (--updates-per-epoch), else its
+    manifest.json's (the preset sets it)."""
+    if given is not None:
+        return given
     path = folder / MANIFEST
     try:
         return int(read_json(path)["config"]["mopo"]["steps_per_epoch"])
     except (UdgError, ValueError, KeyError, TypeError):
-        sys.exit(f"plot_offline_curves: error: {path} is missing or names no steps_per_epoch")
+        sys.exit(
+            f"plot_offline_curves: error: {path} is missing or names no steps_per_epoch; "
+            "pass --updates-per-epoch"
+        )
 
 
 def read_curve(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -64,13 +71,21 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="udg offline output folders")
     parser.add_argument("--out", type=Path, required=True, help="figure to write (.png)")
     parser.add_argument("--title", default="", help="figure title")
+    parser.add_argument(
+        "--updates-per-epoch",
+        type=int,
+        help="SAC updates per MOPO epoch (default: each run's manifest.json; needed for folders "
+        "holding only learning_curve.csv)",
+    )
     args = parser.parse_args()
+    if args.updates_per_epoch is not None and args.updates_per_epoch < 1:
+        parser.error(f"--updates-per-epoch must be >= 1, got {args.updates_per_epoch}")
 
     curves = {name: read_curve(run) for name, run in zip(labels(args.runs), args.runs, strict=True)}
     epochs = next(iter(curves.values()))[0]
     if any(not np.array_equal(e, epochs) for e, _, _ in curves.values()):
         sys.exit("plot_offline_curves: error: the runs were evaluated at different epochs")
-    updates = {updates_per_epoch(run) for run in args.runs}
+    updates = {updates_per_epoch(run, args.updates_per_epoch) for run in args.runs}
     if len(updates) > 1:
         sys.exit(
             f"plot_offline_curves: error: the runs' epochs differ in length: {sorted(updates)}"

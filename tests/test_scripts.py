@@ -66,6 +66,24 @@ def test_plot_offline_curves_refuses_a_folder_without_manifest(offline_runs, tmp
     )
     with pytest.raises(SystemExit, match="manifest.json is missing"):
         script.main()
+    drawn = {}
+    monkeypatch.setattr(
+        script, "plot_learning_curves", lambda steps, *a, **k: drawn.update(steps=steps)
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "plot",
+            str(offline_runs[0]),
+            "--out",
+            str(tmp_path / "f.png"),
+            "--updates-per-epoch",
+            "7",
+        ],
+    )
+    script.main()  # the flag stands in for the manifest
+    np.testing.assert_array_equal(drawn["steps"], [14, 28])
 
 
 def test_plot_offline_curves_refuses_a_run_twice_and_epochs_of_other_lengths(
