@@ -141,3 +141,107 @@ def machine_description() -> dict:
         "jax": jax.__version__,
         "jax_backend": jax.default_backend(),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """A finished (or interrupted) run folder as its manifest describes it, with readers for
+    the artifacts it holds: a generate run's datasets and metrics, an offline run's policy,
+    dynamics model and learning curve (in the style of d3rlpy's ``load_learnable``)."""
+
+    path: Path
+    kind: str
+    status: str
+    config: dict
+    result: dict | None
+    git_revision: str
+
+    def _file(self, name: str) -> Path:
+        path = self.path / name
+        if not path.exists():
+            raise UdgError(f"{self.path} holds no {name} (a {self.status} {self.kind} run)")
+        return path
+
+    def _require(self, kind: str) -> None:
+        if self.kind != kind:
+            raise UdgError(f"{self.path} holds a {self.kind} run, not a {kind} run")
+
+    def dataset_paths(self) -> list[Path]:
+        """The Minari dataset folders a generate run wrote under ``<run>/datasets/``, sorted."""
+        from udg.data.minari_io import find_datasets
+
+        self._require("generate")
+        return sorted(find_datasets([self._file("datasets")]))
+
+    def metrics(self) -> list[dict]:
+        """A generate run's per-round rows of ``metrics.csv``."""
+        self._require("generate")
+        return read_csv_rows(self._file("metrics.csv"))
+
+    def learning_curve(self) -> list[dict]:
+        """An offline run's evaluation rows of ``learning_curve.csv``."""
+        self._require("offline")
+        return read_csv_rows(self._file("learning_curve.csv"))
+
+    def load_model(self):
+        """An offline run's dynamics ensemble (``model.msgpack``)."""
+        from udg.offline import dynamics
+
+        self._require("offline")
+        try:
+            return dynamics.load_model(self._file("model.msgpack"))
+        except (ValueError, OSError) as err:
+            raise UdgError(f"cannot load dynamics model {err}") from None
+
+    def load_policy(self):
+        """An offline run's final SAC policy (``policy.msgpack``), restored into an agent made
+        from the run's stored SAC config; it acts on the first ``observation_dims`` entries of
+        the env's observations (the result's)."""
+        import jax
+
+        from udg.agents import sac
+        from udg.data.minari_io import env_shapes
+        from udg.envs.tasks import get_task
+
+        self._require("offline")
+        data = self._file("policy.msgpack").read_bytes()
+        if not self.result or "observation_dims" not in self.result:
+            raise UdgError(f"{self.path} has no result with observation_dims")
+        try:
+            fields = {f.name for f in dataclasses.fields(sac.SACConfig)}
+            stored = self.config["mopo"]["sac"]
+            config = sac.SACConfig(**{k: v for k, v in stored.items() if k in fields})
+            act_dim = env_shapes(get_task(self.config["task"]).env)[1][0]
+            template = sac.SAC.create(
+                config, jax.random.key(0), int(self.result["observation_dims"]), act_dim
+            )
+            return sac.from_bytes(template, data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise UdgError(f"cannot load the policy of {self.path}: {err}") from None
+
+
+def load_run(path: str | os.PathLike[str]) -> RunFolder:
+    """Read the run folder ``path`` from its manifest; a missing folder, a folder without a
+    manifest or a malformed manifest raise UdgError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UdgError(f"no such run folder: {path}")
+    if not (path / MANIFEST).exists():
+        raise UdgError(f"{path} is not a udg run folder (no {MANIFEST})")
+    manifest = read_json(path / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise UdgError(f"malformed manifest {path / MANIFEST}: not a JSON object")
+    kind, status, config = manifest.get("kind"), manifest.get("status"), manifest.get("config")
+    result = manifest.get("result")
+    if not isinstance(kind, str) or not isinstance(status, str) or not isinstance(config, dict):
+        raise UdgError(f"malformed manifest {path / MANIFEST}: needs kind, status and config")
+    if result is not None and not isinstance(result, dict):
+        raise UdgError(f"malformed manifest {path / MANIFEST}: result is not an object")
+    return RunFolder(
+        path=path,
+        kind=kind,
+        status=status,
+        config=config,
+        result=result,
+        git_revision=str(manifest.get("git_revision", "unknown")),
+    )
