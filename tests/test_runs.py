@@ -37,7 +37,10 @@ def test_generate_run_loads_its_config_datasets_and_metrics(runs):
     assert run.git_revision
     assert run.dataset_paths() == paths
     assert len(run.metrics()) == TINY.rounds
-    with pytest.raises(UdgError, match="not a offline run"):
+    agents = run.load_agents()
+    assert sac.to_bytes(agents) == (root / "generate" / "agents.msgpack").read_bytes()
+    assert agents.log_temperature.shape == (TINY.num_agents,)
+    with pytest.raises(UdgError, match="not an offline run"):
         run.load_policy()
 
 
@@ -59,7 +62,8 @@ def test_offline_run_loads_a_policy_that_acts_as_the_saved_one(runs):
         get_task(OFFLINE.task),
         lambda o: np.asarray(sac.jit_greedy_actions_single(policy, jnp.asarray(o[:, :dims]))),
         TINY_MOPO.eval_episodes,
-        seed=OFFLINE.seed * 100_003 + TINY_MOPO.epochs,
+        seed=OFFLINE.seed,
+        index=(TINY_MOPO.epochs,),
         max_episode_steps=OFFLINE.eval_episode_length,
     )
     assert returns.mean() == pytest.approx(result["last_return"], rel=1e-5, abs=1e-6)

@@ -13,6 +13,7 @@ import numpy as np
 
 from udg.envs.registry import make_env
 from udg.envs.tasks import TaskSpec
+from udg.seeds import int_seeds
 
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
 
@@ -23,10 +24,14 @@ def evaluate(
     episodes: int,
     seed: int,
     max_episode_steps: int | None = None,
+    index: tuple[int, ...] = (),
 ) -> np.ndarray:
-    """Task returns of ``episodes`` episodes of ``policy`` (``[n, o] -> [n, a]``); ``[n]``."""
+    """Task returns of ``episodes`` episodes of ``policy`` (``[n, o] -> [n, a]``); ``[n]``.
+
+    The episodes' resets come from the run seed's ``evaluation`` stream at ``index`` (e.g. the
+    epoch), so each evaluation of a run sees its own, reproducible start states."""
     envs = [make_env(task.env, max_episode_steps=max_episode_steps) for _ in range(episodes)]
-    seeds = np.random.SeedSequence([seed, 7]).generate_state(episodes)
+    seeds = int_seeds(seed, "evaluation", episodes, *index)
     obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])
     returns = np.zeros(episodes)
     active = np.ones(episodes, bool)

@@ -308,8 +308,9 @@ class OfflineRun:
                 sac.jit_greedy_actions_single(agent, jnp.asarray(obs[:, :dims]))
             ),
             self.config.mopo.eval_episodes,
-            seed=self.config.seed * 100_003 + self.epoch,
+            seed=self.config.seed,
             max_episode_steps=self.config.eval_episode_length,
+            index=(self.epoch,),
         )
 
     def run(self, on_epoch: Callable[[int, dict], None] | None = None) -> None:

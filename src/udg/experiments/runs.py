@@ -143,6 +143,45 @@ def machine_description() -> dict:
     }
 
 
+def write_manifest(out: Path, kind: str, status: str, config: dict, **fields) -> None:
+    """Write ``out/manifest.json`` atomically: the run's kind, status and config, where and from
+    which revision it ran, and ``fields`` (which may replace ``git_revision``: a resumed run
+    keeps the revision it started from)."""
+    manifest = {
+        "kind": kind,
+        "status": status,
+        "config": config,
+        "git_revision": git_revision(),
+        "machine": machine_description(),
+        **fields,
+    }
+    atomic_write_json(Path(out) / MANIFEST, manifest)
+
+
+def save_state(out: Path, name: str, **arrays) -> None:
+    """Write a checkpoint's arrays to ``out/name`` atomically (an ``.npz``)."""
+    atomic_savez(Path(out) / name, **arrays)
+
+
+def load_state(out: Path, name: str) -> dict | None:
+    """The arrays of the checkpoint ``out/name``, or None when there is none yet."""
+    path = Path(out) / name
+    return load_npz(path) if path.exists() else None
+
+
+def write_rows(out: Path, name: str, rows: list[dict]) -> None:
+    """Write metric rows to the CSV ``out/name`` atomically (nothing when there are none)."""
+    if rows:
+        atomic_write_csv(Path(out) / name, rows)
+
+
+def read_rows(out: Path, name: str, keep=None) -> list[dict]:
+    """The rows of the CSV ``out/name`` ([] when absent), only those ``keep(row)`` accepts."""
+    path = Path(out) / name
+    rows = read_csv_rows(path) if path.exists() else []
+    return [r for r in rows if keep is None or keep(r)]
+
+
 @dataclasses.dataclass(frozen=True)
 class RunFolder:
     """A finished (or interrupted) run folder as its manifest describes it, with readers for
@@ -164,7 +203,8 @@ class RunFolder:
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
-            raise UdgError(f"{self.path} holds a {self.kind} run, not a {kind} run")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise UdgError(f"{self.path} holds a {self.kind} run, not {article} {kind} run")
 
     def dataset_paths(self) -> list[Path]:
         """The Minari dataset folders a generate run wrote under ``<run>/datasets/``, sorted."""
@@ -177,6 +217,32 @@ class RunFolder:
         """A generate run's per-round rows of ``metrics.csv``."""
         self._require("generate")
         return read_csv_rows(self._file("metrics.csv"))
+
+    def load_agents(self):
+        """A generate run's K final SAC agents (``agents.msgpack``), one population with the agent
+        axis first, restored into a template made from the run's stored config."""
+        import jax
+
+        from udg.agents import sac
+        from udg.data.minari_io import env_shapes
+        from udg.envs.registry import get_env_spec
+
+        self._require("generate")
+        data = self._file("agents.msgpack").read_bytes()
+        try:
+            c = self.config
+            fields = {f.name for f in dataclasses.fields(sac.SACConfig)}
+            sac_config = sac.SACConfig(**{k: v for k, v in c["sac"].items() if k in fields})
+            sac_config = dataclasses.replace(sac_config, hidden_dims=tuple(sac_config.hidden_dims))
+            features = c.get("features") or get_env_spec(c["env"]).feature_columns
+            obs_shape, act_shape = env_shapes(c["env"])
+            obs_dim = obs_shape[0] + (len(features) if c.get("observe_features") else 0)
+            template = sac.create_population(
+                sac_config, jax.random.key(0), c["num_agents"], obs_dim, act_shape[0]
+            )
+            return sac.from_bytes(template, data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise UdgError(f"cannot load the agents of {self.path}: {err}") from None
 
     def learning_curve(self) -> list[dict]:
         """An offline run's evaluation rows of ``learning_curve.csv``."""
