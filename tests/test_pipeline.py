@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from tiny_configs import TINY, TINY_MOPO
@@ -142,18 +143,58 @@ def test_rerun_skips_finished_work(demo_run, monkeypatch):
     assert again["table"] == summary["table"]
 
 
+def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch, tmp_path):
+    # The stages' datasets are handed back through links, a naming no convention rebuilds;
+    # the cells and the theory check must use them, and still find every cell finished.
+    out, config, summary, _ = demo_run
+    import udg.experiments.offline as offline
+    import udg.experiments.pipeline as pipeline
+
+    def linked(path, stage):
+        link = tmp_path / stage
+        if not link.exists():
+            link.symlink_to(path.parent, target_is_directory=True)
+        return link / path.name
+
+    real_generate, real_random = pipeline.run_generate, pipeline._random_dataset
+
+    def run_generate(gen, run_out, on_round=None):
+        generator, paths = real_generate(gen, run_out, on_round)
+        return generator, [linked(p, run_out.name) for p in paths]
+
+    cells = []
+    real_run_cells = pipeline.run_cells_with_bar
+
+    def run_cells_with_bar(grid, *args, **kwargs):
+        cells.extend(grid)
+        return real_run_cells(grid, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_generate", run_generate)
+    monkeypatch.setattr(pipeline, "_random_dataset", lambda *a: linked(real_random(*a), "random"))
+    monkeypatch.setattr(pipeline, "run_cells_with_bar", run_cells_with_bar)
+    monkeypatch.setattr(offline.OfflineRun, "run", lambda *a, **k: pytest.fail("recomputed"))
+    again = run_pipeline(config, out, log=lambda m: None)
+    folders = {c.data: {str(Path(p).parent) for p in c.datasets} for c in cells}
+    assert folders == {
+        "udg": {str(tmp_path / "udg")},
+        "random": {str(tmp_path / "random")},
+        "supervised": {str(tmp_path / "experts")},
+    }
+    assert [len(c.datasets) for c in cells if c.data == "udg"] == [3] * 6
+    assert again["table"] == summary["table"] and again["theory"] == summary["theory"]
+
+
 def test_ray_executor_matches_local(demo_run, tmp_path):
     out, _, summary, _ = demo_run
     data = tuple(str(p) for p in sorted((out / "udg" / "datasets").rglob("agent-*-v0")))
     cells = [
         Cell(
-            name=f"c{seed}",
+            data="udg",
             config=OfflineConfig(task="point-angle-0", select="top1", seed=seed, mopo=TINY_MOPO),
-            data=data,
-            out=str(tmp_path / f"{executor}-{seed}"),
+            datasets=data,
+            out=str(tmp_path / f"x-{seed}"),
         )
         for seed in (0, 1)
-        for executor in ("x",)
     ]
 
     def recorder(events):
@@ -170,7 +211,7 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
     # Results come in the cells' order whichever ends first: here a finished cell (read back at
     # once) after one that trains.
     late = dataclasses.replace(cells[0], out=str(tmp_path / "late"))
-    assert list(run_cells([late, ray_cells[1]], executor="ray")) == ["c0", "c1"]
+    assert list(run_cells([late, ray_cells[1]], executor="ray")) == [c.name for c in cells]
     for name in local:
         assert remote[name]["last_return"] == pytest.approx(local[name]["last_return"], rel=1e-5)
     # Ray cells report each model and MOPO epoch to this process too, in order within a cell.

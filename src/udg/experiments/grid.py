@@ -1,6 +1,6 @@
 """Running a grid of offline cells: in-process, or as Ray tasks on one or many machines.
 
-A cell is a plain dict (task, selection, seed, MOPO config, data paths, output folder) run by
+A cell is a frozen dataclass (data kind, MOPO config, dataset paths, output folder) run by
 :func:`run_cell`, a top-level function so Ray can ship it. Each cell writes its own folder and
 :func:`~udg.experiments.offline.run_offline` returns a finished cell's stored result without
 recomputing it, so a rerun of a grid only runs what is missing. Cells are deterministic given
@@ -13,24 +13,65 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from udg.errors import UdgError
+from udg.errors import UdgError, unknown_name
+
+if TYPE_CHECKING:  # offline.py imports JAX; a grid's driver may not need it
+    from udg.experiments.offline import OfflineConfig
 
 EXECUTORS = ("local", "ray")
+DATA_KINDS = ("udg", "random", "supervised")
+"""Where a cell's datasets come from: stage 1's agents, uniformly random actions, or one SAC
+agent trained on a known task."""
+
+
+def cell_name(task: str, column: str, seed: int) -> str:
+    """A cell's name (its key in results.json and its folder under the grid's root): made from
+    its fields, never parsed back."""
+    return f"{task}/{column}/seed{seed}"
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (data, task, selection, seed) combination of a grid."""
+    """One (task, data, selection, seed) combination of a grid: MOPO on one kind of data.
 
-    name: str
-    """Unique name, also the cell's folder under the grid's root."""
-    config: object
-    """The :class:`~udg.experiments.offline.OfflineConfig` of the cell."""
-    data: tuple[str, ...]
+    The task, the selection rule and the seed are those of ``config``, so they cannot disagree.
+    """
+
+    data: str
+    """Kind of data, one of :data:`DATA_KINDS`."""
+    config: OfflineConfig
+    """The cell's offline run: task, selection rule, seed and MOPO settings."""
+    datasets: tuple[str, ...]
     """Dataset folders the selection ranks."""
     out: str
     """The cell's output folder."""
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_KINDS:
+            raise unknown_name("data kind", self.data, DATA_KINDS)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def selection(self) -> str:
+        return self.config.select
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def column(self) -> str:
+        """The results table's column, e.g. ``udg-top1``."""
+        return f"{self.data}-{self.selection}"
+
+    @property
+    def name(self) -> str:
+        return cell_name(self.task, self.column, self.seed)
 
 
 ModelEpochHook = Callable[[Cell, int, float], None]
@@ -53,7 +94,7 @@ def run_cell(
         model_hook = lambda epoch, losses: on_model_epoch(epoch, float(losses.mean()))  # noqa: E731
     return run_offline(
         cell.config,
-        [Path(p) for p in cell.data],
+        [Path(p) for p in cell.datasets],
         Path(cell.out),
         on_epoch=on_epoch,
         on_model_epoch=model_hook,

@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
 from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
-from udg.experiments.grid import Cell, run_cells_with_bar
+from udg.experiments.grid import DATA_KINDS, Cell, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
 from udg.experiments.runs import (
@@ -152,23 +153,22 @@ Progress = Callable[[str, int, str], contextlib.AbstractContextManager[Any]]
 (:func:`udg.cli.progress.progress_bar`)."""
 
 
-class _NoBar:
-    def update(self, completed: int, **metrics: Any) -> None:
-        pass
-
-
 def _no_progress(description: str, total: int, unit: str) -> contextlib.AbstractContextManager[Any]:
-    return contextlib.nullcontext(_NoBar())
+    return contextlib.nullcontext(SimpleNamespace(update=lambda completed, **metrics: None))
 
 
-def _generate_with_bar(config: GenerateConfig, out: Path, description: str, progress: Progress):
+def _generate_with_bar(
+    config: GenerateConfig, out: Path, description: str, progress: Progress
+) -> list[Path]:
+    """:func:`run_generate` under a progress bar; returns the datasets it wrote, one per agent."""
     total = config.rounds * config.episode_length
     with progress(description, total, "steps") as bar:
 
         def on_round(round_done: int, row: dict) -> None:
             bar.update(min(round_done * config.episode_length, total), **round_summary(config, row))
 
-        run_generate(config, out, on_round)
+        _, paths = run_generate(config, out, on_round)
+    return paths
 
 
 def get_experiment(name: str) -> ExperimentSpec:
@@ -191,24 +191,74 @@ def run_pipeline(
     ``log`` gets one line per stage and per finished cell; ``progress`` makes a bar per stage.
     """
     spec = get_experiment(config.experiment)
-    if config.seeds < 1:
-        raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
+    gen, tasks = _validated(config, spec)
     out = Path(out)
     start = time.perf_counter()
-    gen = config.generate or dataclasses.replace(
-        generate_preset(spec.env, config.scale), seed=config.seed
-    )
+    sources, experts = _make_data(config, spec, gen, tasks, out, log, progress)
+    mopo = config.mopo or mopo_preset(spec.env, config.scale)
+    cells = _cells(config, spec, tasks, sources, mopo, out)
+    log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
+    with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
+        results = run_cells_with_bar(
+            cells, bar, mopo.epochs, log=log, executor=executor, address=address
+        )
+
+    log("theory check: exact W1 to expert data")
+    summary = {
+        "experiment": spec.name,
+        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gen)},
+        "tasks": tasks,
+        "columns": [f"udg-{s}" for s in spec.selections] + ["random-all", "supervised-all"],
+        "supervised_task": spec.supervised_task,
+        "paper": spec.paper,
+        "cells": {c.name: _cell_summary(results[c.name]) for c in cells},
+        "table": _table(cells, results),
+        "theory": _theory(config.seed, tasks, sources, experts, cells, results),
+        "git_revision": git_revision(),
+        "machine": machine_description(),
+        "wall_seconds": time.perf_counter() - start,
+        "stage_seconds": _stage_seconds(out, cells, results),
+    }
+    atomic_write_json(out / "results.json", summary)
+    from udg.experiments.report import write_report
+
+    write_report(out, summary)
+    return summary
+
+
+def _validated(config: PipelineConfig, spec: ExperimentSpec) -> tuple[GenerateConfig, list[str]]:
+    """Stage 1's config and the tasks to run, or a clear error for a bad pipeline config."""
+    if config.seeds < 1:
+        raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
+    if config.expert_steps is not None and config.expert_steps <= 0:
+        raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
     tasks = list(config.tasks or spec.tasks)
     unknown = [t for t in tasks if t not in spec.tasks]
     if unknown:
         raise UdgError(f"task(s) {', '.join(unknown)} are not part of experiment {spec.name}")
-    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
-    if config.expert_steps is not None and config.expert_steps <= 0:
-        raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
-    expert_steps = config.expert_steps or gen.steps
+    gen = config.generate or dataclasses.replace(
+        generate_preset(spec.env, config.scale), seed=config.seed
+    )
+    return gen, tasks
 
+
+def _make_data(
+    config: PipelineConfig,
+    spec: ExperimentSpec,
+    gen: GenerateConfig,
+    tasks: list[str],
+    out: Path,
+    log: Callable[[str], None],
+    progress: Progress,
+) -> tuple[dict[str, tuple[str, ...]], dict[str, Path]]:
+    """Stage 1 and the baselines' data; returns the dataset folders of each data kind (UDG: one
+    per agent) and each task's expert dataset, as the stages wrote them."""
+    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
+    expert_steps = config.expert_steps or gen.steps
     log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
-    _generate_with_bar(gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress)
+    udg_paths = _generate_with_bar(
+        gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress
+    )
     plot_run_coverage(out / "udg")
     log(
         f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once, "
@@ -224,81 +274,42 @@ def run_pipeline(
         w_div=0.0,
         steps=expert_steps,
     )
-    _generate_with_bar(
+    expert_paths = _generate_with_bar(
         experts_config, out / "experts", f"baselines {spec.env} K={len(expert_tasks)}", progress
     )
+    experts = dict(zip(expert_tasks, expert_paths, strict=True))  # agent i learnt task i
     total = gen.num_agents * gen.rounds * gen.episode_length
     log(f"baseline: {total} uniformly random transitions")
     random_path = _random_dataset(spec.env, total, gen.episode_length, config.seed, out / "random")
-
-    udg_paths = [
-        out / "udg" / "datasets" / dataset_id_for(spec.env, f"agent-{i}")
-        for i in range(gen.num_agents)
-    ]
-    expert_paths = [
-        out / "experts" / "datasets" / dataset_id_for(spec.env, f"agent-{i}")
-        for i in range(len(expert_tasks))
-    ]
-    supervised_path = expert_paths[expert_tasks.index(spec.supervised_task)]
     sources = {
-        "udg": [str(p) for p in udg_paths],
-        "random": [str(random_path)],
-        "supervised": [str(supervised_path)],
+        "udg": tuple(str(p) for p in udg_paths),
+        "random": (str(random_path),),
+        "supervised": (str(experts[spec.supervised_task]),),
     }
-    mopo = config.mopo or mopo_preset(spec.env, config.scale)
+    return sources, experts
+
+
+def _cells(
+    config: PipelineConfig,
+    spec: ExperimentSpec,
+    tasks: list[str],
+    sources: dict[str, tuple[str, ...]],
+    mopo: MOPOConfig,
+    out: Path,
+) -> list[Cell]:
+    """Stage 2's grid: per task and seed, UDG's selections then the two baselines."""
+    kinds = [("udg", s) for s in spec.selections] + [("random", "all"), ("supervised", "all")]
     cells = []
     for task in tasks:
         for seed in range(config.seed, config.seed + config.seeds):
-            kinds = [("udg", s) for s in spec.selections] + [
-                ("random", "all"),
-                ("supervised", "all"),
-            ]
             for kind, rule in kinds:
-                name = f"{task}/{kind}-{rule}/seed{seed}"
-                cells.append(
-                    Cell(
-                        name=name,
-                        config=OfflineConfig(
-                            task=task,
-                            select=rule,
-                            seed=seed,
-                            mopo=mopo,
-                            eval_episode_length=None,
-                        ),
-                        data=tuple(sources[kind]),
-                        out=str(out / "offline" / name),
-                    )
+                offline = OfflineConfig(
+                    task=task, select=rule, seed=seed, mopo=mopo, eval_episode_length=None
                 )
-    log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
-    with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
-        results = run_cells_with_bar(
-            cells, bar, mopo.epochs, log=log, executor=executor, address=address
-        )
-
-    log("theory check: exact W1 to expert data")
-    analysis = _theory(
-        config, tasks, udg_paths, random_path, supervised_path, expert_paths, results, cells
-    )
-    summary = {
-        "experiment": spec.name,
-        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gen)},
-        "tasks": tasks,
-        "columns": [f"udg-{s}" for s in spec.selections] + ["random-all", "supervised-all"],
-        "supervised_task": spec.supervised_task,
-        "paper": spec.paper,
-        "cells": {c.name: _cell_summary(results[c.name]) for c in cells},
-        "table": _table(tasks, cells, results),
-        "theory": analysis,
-        "git_revision": git_revision(),
-        "machine": machine_description(),
-        "wall_seconds": time.perf_counter() - start,
-        "stage_seconds": _stage_seconds(out, cells, results),
-    }
-    atomic_write_json(out / "results.json", summary)
-    from udg.experiments.report import write_report
-
-    write_report(out, summary)
-    return summary
+                cell = Cell(data=kind, config=offline, datasets=sources[kind], out="")
+                # The folder is named after the cell, whose name comes from its fields.
+                cells.append(dataclasses.replace(cell, out=str(out / "offline" / cell.name)))
+    return cells
 
 
 def _stage_seconds(out: Path, cells, results) -> dict[str, float]:
@@ -328,12 +339,12 @@ def _cell_summary(result: dict) -> dict:
     return {k: result[k] for k in keys}
 
 
-def _table(tasks, cells, results) -> dict:
+def _table(cells: list[Cell], results: dict[str, dict]) -> dict:
     """``table[task][column] = {mean, std, n}`` of last returns over seeds."""
     table: dict = {}
     for cell in cells:
-        task, column, _ = cell.name.split("/")
-        table.setdefault(task, {}).setdefault(column, []).append(results[cell.name]["last_return"])
+        returns = table.setdefault(cell.task, {}).setdefault(cell.column, [])
+        returns.append(results[cell.name]["last_return"])
     return {
         task: {
             col: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
@@ -344,46 +355,42 @@ def _table(tasks, cells, results) -> dict:
 
 
 def _theory(
-    config, tasks, udg_paths, random_path, supervised_path, expert_paths, results, cells
+    seed: int,
+    tasks: list[str],
+    sources: dict[str, tuple[str, ...]],
+    experts: dict[str, Path],
+    cells: list[Cell],
+    results: dict[str, dict],
 ) -> dict:
-    udg = [load_dataset(p) for p in udg_paths]
-    random_data = load_dataset(random_path)
-    supervised = load_dataset(supervised_path)
-    experts = [load_dataset(p) for p in expert_paths]
+    """W1 of each buffer and of each cell's selected data (the cells of ``seed``) to the task's
+    expert data, beside the cell's return averaged over seeds."""
+    loaded = {p: load_dataset(p) for kind in DATA_KINDS for p in sources[kind]}
+    udg = [loaded[p] for p in sources["udg"]]
     pairs = []
-    per_buffer: dict[str, dict[str, dict[str, float]]] = {"udg": {}, "random": {}, "supervised": {}}
-    for t, task_name in enumerate(tasks):
+    per_buffer: dict[str, dict[str, dict[str, float]]] = {kind: {} for kind in DATA_KINDS}
+    for task_name in tasks:
         task = get_task(task_name)
-        expert = theory.last_episodes(experts[t], EXPERT_EPISODES)
+        expert = theory.last_episodes(load_dataset(experts[task_name]), EXPERT_EPISODES)
         per_buffer["udg"][task_name] = {
-            d.name: theory.w1_to_expert(d, expert, seed=config.seed) for d in udg
+            d.name: theory.w1_to_expert(d, expert, seed=seed) for d in udg
         }
-        per_buffer["random"][task_name] = {
-            "random": theory.w1_to_expert(random_data, expert, seed=config.seed)
-        }
-        per_buffer["supervised"][task_name] = {
-            "supervised": theory.w1_to_expert(supervised, expert, seed=config.seed)
-        }
+        for kind in ("random", "supervised"):  # one dataset each, named by its kind
+            (data,) = [loaded[p] for p in sources[kind]]
+            per_buffer[kind][task_name] = {kind: theory.w1_to_expert(data, expert, seed=seed)}
         for cell in cells:
-            if not cell.name.startswith(task_name + "/") or not cell.name.endswith(
-                f"seed{config.seed}"
-            ):
+            if cell.task != task_name or cell.seed != seed:
                 continue
-            kind = cell.name.split("/")[1]
-            data = {"random": [random_data], "supervised": [supervised]}.get(
-                kind.split("-")[0], udg
-            )
-            selected, _ = select(data, task, cell.config.select)
+            selected, _ = select([loaded[p] for p in cell.datasets], task, cell.selection)
             returns = [
                 results[c.name]["last_return"]
                 for c in cells
-                if c.name.rsplit("/", 1)[0] == cell.name.rsplit("/", 1)[0]
+                if (c.task, c.column) == (cell.task, cell.column)
             ]
             pairs.append(
                 {
                     "task": task_name,
-                    "data": kind,
-                    "w1": theory.w1_to_expert(selected, expert, seed=config.seed),
+                    "data": cell.column,
+                    "w1": theory.w1_to_expert(selected, expert, seed=seed),
                     "return": float(np.mean(returns)),
                 }
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from udg.experiments.grid import cell_name
 from udg.experiments.plots import plot_bars, plot_scatter
 from udg.experiments.runs import atomic_write_text
 
@@ -213,16 +214,15 @@ def write_report(out: Path, summary: dict) -> tuple[Path, Path]:
 
 
 def _with_episode_std(summary: dict, rows: list[list[str]]) -> list[list[str]]:
-    cells = summary["cells"]
+    """One seed: each cell's return ± its std over evaluation episodes."""
+    cells, seed = summary["cells"], summary["config"]["seed"]
     out = []
     for row in rows:
         task = row[0]
         new = [task]
         for key, _ in columns(summary):
-            match = [c for name, c in cells.items() if name.startswith(f"{task}/{key}/")]
-            new.append(
-                f"{match[0]['last_return']:.1f} ± {match[0]['last_std']:.1f}" if match else "-"
-            )
+            cell = cells.get(cell_name(task, key, seed))
+            new.append(f"{cell['last_return']:.1f} ± {cell['last_std']:.1f}" if cell else "-")
         out.append(new)
     return out
 
