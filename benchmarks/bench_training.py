@@ -2,7 +2,7 @@
 
 Measures env steps per second, where each step is one Ant-v5 step plus one gradient update
 (update-to-data ratio 1), after warm-up and compilation, for:
-  - udg K=1: the stage-1 runner (`udg.experiments.generate.Generator.run_round`) with one agent,
+  - udg K=1: the stage-1 runner (`udg.experiments.generate.run_round`) with one agent,
     task ant-angle-0, w_task 1, w_div 0: one 1000-step episode, then its 1000 updates scanned
     in chunks of `updates_per_call` (the runner's default, 50);
   - udg K=6: the same runner with 6 agents and w_div 1 (diversity reward on); env steps summed
@@ -20,7 +20,7 @@ WURL's setting: `autotune_temperature=False, init_temperature=0.2`; SB3/SBX `ent
 Timing: after warm-up every implementation runs one more untimed round of 1000 steps (JIT
 compilation, first updates), then timed rounds of 1000 env steps per agent, interleaved
 round-robin over the implementations so that load from other processes hits all of them alike.
-A udg round is one `Generator.run_round()` call (acting, env stepping, rewards, replay, updates;
+A udg round is one `run_round(run)` call (acting, env stepping, rewards, replay, updates;
 no checkpoint writing); an SB3/SBX round is `model.learn(1000, reset_num_timesteps=False)`,
 which does exactly 1000 env steps and 1000 updates in either train_freq setting. Reported: env
 steps over total time, the best single round, and gradient updates per second and per env step.
@@ -63,7 +63,8 @@ import numpy as np
 from udg.agents import sac
 from udg.agents.sac import SACConfig
 from udg.devices import use_cpu_cores
-from udg.experiments.generate import Generator, update_chunks
+from udg.experiments import generate
+from udg.experiments.generate import Stage1Run, update_chunks
 from udg.experiments.generate_config import GenerateConfig
 
 ROUND = 1000  # env steps per agent per timed round = Ant-v5's episode length
@@ -82,7 +83,7 @@ class Contender:
     agents: int
     run_round: Callable[[], tuple[int, int]] | None = None
     missing: str = ""
-    generator: Generator | None = None  # udg's runner, for its stage-time breakdown
+    generator: Stage1Run | None = None  # udg's runner, for its stage-time breakdown
     compiles: int = 0  # new compilations of udg's update during the timed rounds
     steps: list[int] = field(default_factory=list)
     updates: list[int] = field(default_factory=list)
@@ -165,9 +166,9 @@ def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Conte
             init_temperature=ALPHA,
         ),
     )
-    generator = Generator(config, out)
+    generator = generate.create_run(config, out)
     for _ in range(warmup // ROUND + 1):  # random-action rounds, then the compile round
-        generator.run_round()
+        generate.run_round(generator)
     # Compile every scan length the runner can use (a round's leftover updates run as scans of
     # 32, 16, ..., 1), as a long run does once in its first minutes (63 extra warm-up updates;
     # the update donates the agents' buffers, so its result replaces them).
@@ -190,7 +191,7 @@ def udg_contender(num_agents: int, warmup: int, rounds: int, out: Path) -> Conte
         # steps, unlike SB3/SBX.
         updates, steps = int(generator.agents.step.sum()), 0
         while steps < num_agents * ROUND:
-            generator.run_round()
+            generate.run_round(generator)
             steps += sum(len(episodes[-1]) for episodes in generator.pending)
         return steps, int(generator.agents.step.sum()) - updates
 
@@ -251,9 +252,9 @@ def jit_cache_size() -> int:
     return size() if size else 0
 
 
-def stage_breakdown(generator: Generator, before: dict[str, float]) -> str:
+def stage_breakdown(generator: Stage1Run, before: dict[str, float]) -> str:
     """Seconds per stage part of udg's runner over the timed rounds."""
-    parts = {k: v - before.get(k, 0.0) for k, v in generator.timer.totals.items()}
+    parts = {k: v - before.get(k, 0.0) for k, v in generator.timings.items()}
     return ", ".join(f"{k} {v:.2f}s" for k, v in parts.items() if v > 0)
 
 
@@ -303,7 +304,7 @@ def main() -> None:
             for freq in (1, ROUND):
                 contenders.append(baselines_contender(name, package, freq, warmup, rounds))
         running = [c for c in contenders if c.run_round is not None]
-        before = {c.name: dict(c.generator.timer.totals) for c in running if c.generator}
+        before = {c.name: dict(c.generator.timings) for c in running if c.generator}
         for _ in range(rounds):
             for contender in running:
                 cache = jit_cache_size()

@@ -94,8 +94,9 @@ def _tensorboard_scalars(folder):
 def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkeypatch):
     pytest.importorskip("tensorboardX")
     import udg.experiments.generate as generate_module
+    import udg.experiments.runs as runs_module
 
-    savez, state_saves = generate_module.atomic_savez, []
+    savez, state_saves = runs_module.atomic_savez, []
 
     def killed_at_third_state_save(path, **arrays):
         if path.name == "state.npz":
@@ -104,11 +105,11 @@ def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkey
                 raise Interrupt
         savez(path, **arrays)
 
-    monkeypatch.setattr(generate_module, "atomic_savez", killed_at_third_state_save)
+    monkeypatch.setattr(runs_module, "atomic_savez", killed_at_third_state_save)
     monkeypatch.setattr(generate_module, "git_revision", lambda: "rev-a")
     with pytest.raises(Interrupt):
         run_generate(TINY, tmp_path / "run")
-    monkeypatch.setattr(generate_module, "atomic_savez", savez)
+    monkeypatch.setattr(runs_module, "atomic_savez", savez)
     monkeypatch.setattr(generate_module, "git_revision", lambda: "rev-b")
     generator, _ = run_generate(TINY, tmp_path / "run")  # resumes after round 6
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -150,7 +151,7 @@ def test_supervised_baseline_is_plain_sac_on_the_task(tmp_path):
         ({"features": ("x_position", "height")}, "height not stored by env point"),
         ({"task": "ant-angle-0", "w_task": 1.0}, "is for env ant, not point"),
         ({"task": "bogus-task", "w_task": 1.0}, "unknown task"),
-        ({"w_task": 1.0}, "needs --task"),
+        ({"w_task": 1.0}, "needs a task"),
         ({"w_div": 0.0}, "nothing to learn"),
         ({"steps": 0}, "must be positive"),
         ({"env": "hopper"}, "unknown env"),
@@ -231,35 +232,29 @@ def test_update_chunks_sum_to_total_in_few_distinct_lengths(total, per_call):
 
 
 def test_learning_compiles_few_update_shapes_whatever_the_episode_lengths(tmp_path):
-    import jax
-
     from udg.agents import sac
-    from udg.experiments.generate import Generator
+    from udg.data.dataset import Episode
+    from udg.experiments import generate
 
     config = dataclasses.replace(TINY, updates_per_step=1.0, updates_per_call=7).validated()
-    generator = Generator(config, tmp_path / "g")
-    episodes = generator._reward_episodes(
-        [
-            {
-                "obs": [np.zeros(4)] * 2,
-                "act": [np.zeros(2, np.float32)],
-                "rew": [0.0],
-                "term": [False],
-                "trunc": [True],
-                "info": {
-                    c: [0.0, 0.0] for c in ("x_position", "y_position", "x_velocity", "y_velocity")
-                },
-            }
-        ]
-        * config.num_agents,
-        jax.random.key(0),
+    run = generate.create_run(config, tmp_path / "g")
+    columns = ("x_position", "y_position", "x_velocity", "y_velocity")
+    episode = Episode(
+        observations=np.zeros((2, 4)),
+        actions=np.zeros((1, 2), np.float32),
+        rewards=np.zeros(1),
+        terminations=np.zeros(1, bool),
+        truncations=np.ones(1, bool),
+        infos={c: np.zeros(2) for c in columns},
     )
-    for episode_index in range(config.num_agents):
-        generator._add_to_replay(episode_index, episodes[episode_index])
+    episodes = generate.score_episodes(
+        config, None, [episode] * config.num_agents, np.zeros((config.num_agents, 1))
+    )
+    for agent, scored in enumerate(episodes):
+        generate._add_to_replay(run, agent, scored)
     before = sac.jit_population_update_n._cache_size()
     for length in (3, 11, 13, 7, 5, 20):  # remainders 3, 4, 6, 0, 5, 6 of chunks of 7
-        fake = [dataclasses.replace(episodes[0], actions=np.zeros((length, 2), np.float32))]
-        generator._learn(fake, jax.random.key(length), np.random.default_rng(0))
+        generate.learn(run, length)
     # Scan lengths 7, 4, 2, 1 at most, whatever the remainders.
     assert sac.jit_population_update_n._cache_size() - before <= 4
-    assert int(generator.agents.step[0]) == 3 + 11 + 13 + 7 + 5 + 20
+    assert int(run.agents.step[0]) == 3 + 11 + 13 + 7 + 5 + 20

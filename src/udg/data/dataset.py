@@ -33,6 +33,16 @@ class Episode:
     def __len__(self) -> int:
         return len(self.actions)
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The episode's transitions by column name, as :meth:`Dataset.columns` has them (infos
+        as reported after each step): what a task reward reads."""
+        return {
+            "observations": self.observations[:-1],
+            "actions": self.actions,
+            "next_observations": self.observations[1:],
+            **{k: v[1:] for k, v in self.infos.items()},
+        }
+
     def validate(self) -> None:
         """Raise :class:`UdgError` on inconsistent lengths or non-finite values."""
         t = len(self.actions)

@@ -30,28 +30,28 @@ def scalar_tag(key: str) -> str:
     return f"{match[1]}/agent_{match[2]}" if match else key
 
 
-class TensorBoardLog:
-    """Appends metric rows to the event files in ``folder`` (a no-op without tensorboardX)."""
+def open_log(folder: Path, resume_step: int | None = None):
+    """A writer of event files in ``folder`` (None without tensorboardX); ``resume_step`` drops
+    the events a killed run wrote past its checkpoint."""
+    if not tensorboard_available():
+        return None
+    from tensorboardX import SummaryWriter
 
-    def __init__(self, folder: Path, step_key: str, resume_step: int | None = None):
-        self._step_key = step_key
-        self._writer = None
-        if tensorboard_available():
-            from tensorboardX import SummaryWriter
+    return SummaryWriter(str(folder), purge_step=resume_step)
 
-            self._writer = SummaryWriter(str(folder), purge_step=resume_step)
 
-    def write(self, rows: Sequence[dict]) -> None:
-        if self._writer is None:
-            return
-        for row in rows:
-            step = int(row[self._step_key])
-            for key, value in row.items():
-                if key != self._step_key and isinstance(value, int | float):
-                    if not math.isnan(value):
-                        self._writer.add_scalar(scalar_tag(key), value, global_step=step)
-        self._writer.flush()
+def write_rows(writer, rows: Sequence[dict], step_key: str) -> None:
+    """Each row's numbers as scalars at step ``row[step_key]`` (NaNs left out)."""
+    if writer is None:
+        return
+    for row in rows:
+        step = int(row[step_key])
+        for key, value in row.items():
+            if key != step_key and isinstance(value, int | float) and not math.isnan(value):
+                writer.add_scalar(scalar_tag(key), value, global_step=step)
+    writer.flush()
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+
+def close(writer) -> None:
+    if writer is not None:
+        writer.close()
