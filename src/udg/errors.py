@@ -20,3 +20,10 @@ def unknown_name(kind: str, name: str, known: Iterable[str], hint: str = "") -> 
     known_list = ", ".join(sorted(known))
     extra = f" {hint}" if hint else ""
     return UdgError(f"unknown {kind} {name!r}; known: {known_list}.{extra}")
+
+
+class ConfigError(UdgError, ValueError):
+    """An impossible setting in a config dataclass, its message naming the field.
+
+    Also a ``ValueError``, the type dataclass checks conventionally raise, so callers that
+    catch that keep working."""

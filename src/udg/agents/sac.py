@@ -13,6 +13,7 @@ and back. Follows ikostrikov/walk_in_the_park `rl/agents/sac/sac_learner.py` and
 `qdax/baselines/sac_pbt.py`.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,7 @@ from udg.agents.networks import (
     squash_gaussian_noise,
 )
 from udg.devices import MEMBER_AXIS, member_mesh
+from udg.errors import ConfigError
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -77,16 +79,18 @@ class SACConfig:
         # A list would make the config unhashable, and the config is a jit cache key.
         object.__setattr__(self, "hidden_dims", tuple(int(d) for d in self.hidden_dims))
         if not self.hidden_dims or min(self.hidden_dims) <= 0:
-            raise ValueError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
+            raise ConfigError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
         for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:  # also refuses NaN
+                raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be > 0, got {self.batch_size}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ConfigError(f"target_entropy must be finite or None, got {self.target_entropy}")
 
 
 def _actor_def(config: SACConfig, act_dim: int) -> TanhGaussianActor:

@@ -12,12 +12,15 @@ shapes and knows nothing of environments, files or the terminal.
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import partial
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from udg.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +53,11 @@ class DiversityConfig:
 
     def __post_init__(self) -> None:
         if self.num_directions < 1:
-            raise ValueError(f"num_directions must be >= 1, got {self.num_directions}")
+            raise ConfigError(f"num_directions must be >= 1, got {self.num_directions}")
         if self.cache_size < 1:
-            raise ValueError(f"cache_size must be >= 1, got {self.cache_size}")
+            raise ConfigError(f"cache_size must be >= 1, got {self.cache_size}")
+        if not 0 <= self.reward_scale < math.inf:  # also refuses NaN
+            raise ConfigError(f"reward_scale must be a finite number >= 0, got {self.reward_scale}")
 
 
 class FeatureCache(flax.struct.PyTreeNode):

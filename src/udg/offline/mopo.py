@@ -11,6 +11,7 @@ EmptyJackson/unifloral ``algorithms/mopo.py`` and OfflineRL-Kit's MOPO defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from udg.agents import sac
+from udg.errors import ConfigError
 from udg.offline import dynamics
 from udg.offline.ensemble import DynamicsConfig
 
@@ -73,7 +75,7 @@ class MOPOConfig:
 
     def __post_init__(self) -> None:
         if self.penalty not in dynamics.PENALTIES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown penalty {self.penalty!r}; known: {', '.join(dynamics.PENALTIES)}"
             )
         positive = (
@@ -90,13 +92,13 @@ class MOPOConfig:
         )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.observation_dims is not None and self.observation_dims < 1:
-            raise ValueError(f"observation_dims must be >= 1, got {self.observation_dims}")
-        if not 0.0 <= self.real_ratio <= 1.0:
-            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if self.penalty_coef < 0:
-            raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
+            raise ConfigError(f"observation_dims must be >= 1, got {self.observation_dims}")
+        if not 0.0 <= self.real_ratio <= 1.0:  # also refuses NaN
+            raise ConfigError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if not 0 <= self.penalty_coef < math.inf:
+            raise ConfigError(f"penalty_coef must be a finite number >= 0, got {self.penalty_coef}")
 
 
 def rollout(
