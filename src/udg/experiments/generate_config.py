@@ -1,23 +1,21 @@
-"""Configuration of stage 1 (diverse data generation) and its three scales.
+"""Configuration of stage 1 (diverse data generation).
 
-One frozen dataclass holds every setting of ``udg generate``; :func:`generate_preset` fills it
-for a scale (``demo``: the point env in minutes; ``small``: MuJoCo in hours on 2 cores;
-``paper``: WURL's settings, for a GPU or a cluster). Flags given on the command line override
-the preset field by field.
+One frozen dataclass holds every setting of ``udg generate`` and checks them when it is made.
+Its presets, one per env and scale, are in :mod:`udg.experiments.presets`; flags given on the
+command line override the preset field by field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from udg.agents.sac import SACConfig
 from udg.diversity.wasserstein import DiversityConfig
 from udg.envs.registry import get_env_spec
 from udg.envs.tasks import get_task
-from udg.errors import UdgError
-
-SCALES = ("demo", "small", "paper")
+from udg.errors import ConfigError
 
 # WURL trains its diversity agents with a fixed temperature.
 WURL_SAC = SACConfig(
@@ -95,44 +93,57 @@ class GenerateConfig:
     def feature_columns(self) -> tuple[str, ...]:
         return self.features or get_env_spec(self.env).feature_columns
 
-    def validated(self) -> GenerateConfig:
-        """This config after boundary checks (a :class:`UdgError` names the first problem)."""
+    def __post_init__(self) -> None:
         spec = get_env_spec(self.env)
-        if self.num_agents < 1:
-            raise UdgError(f"--agents must be at least 1, got {self.num_agents}")
-        if self.w_div > 0 and self.num_agents < 2:
-            raise UdgError("the diversity reward needs at least 2 agents (or set --w-div 0)")
-        if self.steps <= 0 or self.episode_length <= 0:
-            raise UdgError("--steps and --episode-length must be positive")
-        if self.w_task < 0 or self.w_div < 0:
-            raise UdgError("--w-task and --w-div must be >= 0")
+        for name in ("num_agents", "updates_per_call", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "episode_length"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "final_rollouts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("w_task", "w_div", "updates_per_step"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:  # also refuses NaN
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
         if self.w_task + self.w_div == 0:
-            raise UdgError(
-                "nothing to learn: --w-task and --w-div are both 0 (give --task T --w-task 1, "
-                "or --w-div > 0 with at least 2 agents)"
+            raise ConfigError(
+                "nothing to learn: w_task and w_div are both 0 (give a task with w_task > 0, "
+                "or w_div > 0 with at least 2 agents)"
             )
-        if self.task is not None and self.agent_tasks is not None:
-            raise UdgError("give either one task for all agents or one task per agent, not both")
         if self.agent_tasks is not None and len(self.agent_tasks) != self.num_agents:
-            raise UdgError(
-                f"{len(self.agent_tasks)} agent tasks given for {self.num_agents} agents"
+            raise ConfigError(
+                f"agent_tasks names {len(self.agent_tasks)} tasks for num_agents={self.num_agents}"
             )
         if self.w_task > 0 and self.task is None and self.agent_tasks is None:
-            raise UdgError("--w-task > 0 needs --task")
+            raise ConfigError("w_task > 0 needs a task (task or agent_tasks)")
         for name in self.task_names:
             task = get_task(name)
             if task.env != self.env:
-                raise UdgError(f"task {task.name} is for env {task.env}, not {self.env}")
+                raise ConfigError(f"task {task.name} is for env {task.env}, not {self.env}")
         missing = [c for c in self.feature_columns if c not in spec.info_columns]
         if missing:
-            raise UdgError(
+            raise ConfigError(
                 f"feature column(s) {', '.join(missing)} not stored by env {self.env}; "
                 f"it stores {', '.join(spec.info_columns)}"
             )
-        if self.warmup_steps < 0 or self.updates_per_step < 0 or self.updates_per_call < 1:
-            raise UdgError("warmup, updates per step and per call must be non-negative")
-        if self.checkpoint_every < 1 or self.final_rollouts < 0:
-            raise UdgError("--checkpoint-every must be >= 1 and --final-rollouts >= 0")
+
+    def validated(self) -> GenerateConfig:
+        """This config ready to run: the checks that relate fields the CLI sets one after the
+        other (so ``__post_init__`` cannot make them), and the diversity cache sized to hold one
+        episode. A :class:`~udg.errors.UdgError` names the first problem."""
+        if self.w_div > 0 and self.num_agents < 2:
+            raise ConfigError(
+                f"the diversity reward (w_div > 0) needs at least 2 agents, got num_agents="
+                f"{self.num_agents} (or set w_div to 0)"
+            )
+        if self.task is not None and self.agent_tasks is not None:
+            raise ConfigError(
+                "give either one task for all agents or one task per agent (task or "
+                "agent_tasks), not both"
+            )
         return dataclasses.replace(
             self,
             diversity=dataclasses.replace(self.diversity, cache_size=self.episode_length),
@@ -140,62 +151,8 @@ class GenerateConfig:
 
 
 def generate_preset(env: str, scale: str) -> GenerateConfig:
-    """The default config of ``env`` at ``scale`` (demo, small or paper)."""
-    spec = get_env_spec(env)
-    if scale not in SCALES:
-        raise UdgError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
-    if scale == "demo":
-        return GenerateConfig(
-            env=env,
-            num_agents=6,
-            steps=8_000 if env == "point" else 20_000,
-            episode_length=100 if env == "point" else 200,
-            warmup_steps=1_000,
-            sac=dataclasses.replace(WURL_SAC, hidden_dims=(64, 64)),
-            diversity=DiversityConfig(reward_scale=1.0),
-        )
-    if scale == "small":
-        # Sized so that `udg experiment cheetah --scale small` fits in about 3 hours on 2 cores.
-        small = GenerateConfig(
-            env=env,
-            num_agents=10 if env != "point" else 6,
-            steps=50_000 if env != "point" else 30_000,
-            episode_length=200 if env != "point" else 100,
-            warmup_steps=5_000 if env != "point" else 2_000,
-            diversity=DiversityConfig(reward_scale=1.0),
-        )
-        return _ant_small(small) if env == "ant" else small
-    return GenerateConfig(
-        env=env,
-        num_agents=10,
-        steps=1_000_000,
-        episode_length=200 if env != "point" else spec.max_episode_steps,
-        warmup_steps=20_000,
-        diversity=DiversityConfig(reward_scale=1.0),
-    )
+    """Stage 1's preset for ``env`` at ``scale``: :func:`udg.experiments.presets.generate_preset`
+    (kept here so that older imports work)."""
+    from udg.experiments.presets import generate_preset as preset
 
-
-def _ant_small(small: GenerateConfig) -> GenerateConfig:
-    """Ant at ``small``: the paper's partial-reward setting, with a locomotion prior.
-
-    At small budgets the diversity reward alone does not teach Ant to walk (K = 10 x 50k steps
-    per agent, and K = 6 x 300k at 40x the reward: a cloud within ~2 m of the start; measured
-    in results/stage1/README.md). Mixing in ``ant-outward``, Ant-v5's reward with its forward
-    speed replaced by the speed away from the start in whichever direction, teaches the gait
-    and leaves the heading to the diversity reward. That reward is a function of the torso
-    position, so the agents observe it; the temperature is tuned; an episode cut short by a
-    fall is not paid as a full one. Six agents, one per direction of the ant-angle
-    experiment, at 240k steps each (at 150k five of six headings were distinct; at 240k all
-    six, min pairwise W1 6.7x that of random policies).
-    """
-    return dataclasses.replace(
-        small,
-        num_agents=6,
-        steps=240_000,
-        task="ant-outward",
-        w_task=1.0,
-        w_div=1.0,
-        observe_features=True,
-        sac=dataclasses.replace(small.sac, autotune_temperature=True),
-        diversity=dataclasses.replace(small.diversity, episode_scaling=False),
-    )
+    return preset(env, scale)

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from udg.errors import ConfigError
+
 Params = Any  # a nested dict of arrays, every leaf [E, ...]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -45,11 +47,9 @@ class DynamicsConfig:
             + logvar_bound_penalty * mean_e (sum_d max_lv_e - sum_d min_lv_e)
             + sum_l weight_decay[l] * 0.5 * ||W_l||^2.
     PETS, MBPO and OfflineRL-Kit share one pair of bound vectors among the members, so each
-    member's NLL pulls on them against a single penalty; with per-member bounds the penalty is
-    therefore averaged over members, not summed. Summed, it pressed each member's bounds E times
-    harder, and because Adam moves every parameter at about its learning rate whatever the
-    gradient's size, the bounds closed at ~1.3 log units per 1000 steps, crossed after ~6000 and
-    left a constant variance, i.e. a constant MOPO penalty (``results/ant-angle/full-model``).
+    member's NLL pulls on them against a single penalty. Here each member has its own bounds, so
+    the penalty is averaged over members, not summed: each member's bounds then feel the
+    pressure a shared pair would (``results/presets.md`` tells what summing did).
     """
 
     ensemble_size: int = 7
@@ -89,27 +89,46 @@ class DynamicsConfig:
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}"
             )
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ConfigError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
         if len(self.weight_decay) != len(self.hidden_dims) + 1:
-            raise ValueError(
+            raise ConfigError(
                 f"weight_decay needs one value per layer incl. output "
                 f"({len(self.hidden_dims) + 1}), got {len(self.weight_decay)}"
             )
+        if not all(0 <= w < math.inf for w in self.weight_decay):  # also refuses NaN
+            raise ConfigError(f"weight_decay must be finite numbers >= 0, got {self.weight_decay}")
+        if self.ensemble_size < 1:
+            raise ConfigError(f"ensemble_size must be >= 1, got {self.ensemble_size}")
         if not 1 <= self.num_elites <= self.ensemble_size:
-            raise ValueError(
+            raise ConfigError(
                 f"num_elites must be in [1, ensemble_size={self.ensemble_size}], "
                 f"got {self.num_elites}"
             )
         if not 0.0 < self.holdout_ratio < 1.0:
-            raise ValueError(f"holdout_ratio must be in (0, 1), got {self.holdout_ratio}")
-        if self.batch_size < 1 or self.max_holdout < 1 or self.max_epochs_since_update < 1:
-            raise ValueError("batch_size, max_holdout, max_epochs_since_update must be >= 1")
+            raise ConfigError(f"holdout_ratio must be in (0, 1), got {self.holdout_ratio}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate}"
+            )
+        for name in ("logvar_bound_penalty", "improvement_threshold"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not -math.inf < self.min_logvar_init < self.max_logvar_init < math.inf:
+            raise ConfigError(
+                f"min_logvar_init must be below max_logvar_init, both finite, got "
+                f"{self.min_logvar_init} and {self.max_logvar_init}"
+            )
+        for name in ("batch_size", "max_holdout", "max_epochs_since_update"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_epochs is not None and self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1 or None, got {self.max_epochs}")
+            raise ConfigError(f"max_epochs must be >= 1 or None, got {self.max_epochs}")
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}"
             )
 
