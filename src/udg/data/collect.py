@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from udg.data.dataset import Episode
+from udg.envs.registry import make_env
 from udg.errors import UdgError
-from udg.seeds import int_seed
+from udg.seeds import int_seed, numpy_rng
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """One observation ``[o]`` to one action ``[a]``."""
@@ -140,3 +141,20 @@ def uniform_random_policy(action_space, rng: np.random.Generator) -> Policy:
     """Uniformly random actions in the (bounded) action box, from a seeded generator."""
     low, high = action_space.low, action_space.high
     return lambda _obs: rng.uniform(low, high).astype(action_space.dtype)
+
+
+def random_episodes(
+    env: str,
+    num_steps: int,
+    seed: int,
+    max_episode_steps: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[Episode]:
+    """The random-data baseline: ``num_steps`` transitions of uniformly random actions in env
+    ``env``, actions from the seed's ``random_data`` stream, resets from its ``env_reset``."""
+    gym_env = make_env(env, max_episode_steps=max_episode_steps)
+    policy = uniform_random_policy(gym_env.action_space, numpy_rng(seed, "random_data"))
+    try:
+        return collect_episodes(gym_env, policy, num_steps, seed, on_step)
+    finally:
+        gym_env.close()

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from udg.data.collect import collect_episodes, uniform_random_policy
+from udg.data.collect import random_episodes
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
 from udg.data.relabel import select
-from udg.envs.registry import make_env
 from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
@@ -134,9 +133,7 @@ def _random_dataset(env: str, steps: int, episode_length: int, seed: int, root: 
     path = root / dataset_id
     if path.exists():
         return path
-    gym_env = make_env(env, max_episode_steps=episode_length)
-    policy = uniform_random_policy(gym_env.action_space, np.random.default_rng(seed))
-    episodes = collect_episodes(gym_env, policy, steps, seed=seed)
+    episodes = random_episodes(env, steps, seed, max_episode_steps=episode_length)
     return write_dataset(
         episodes,
         root,
