@@ -18,8 +18,10 @@ from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
 from udg.envs import get_task
 from udg.envs.mujoco import ant_terminated
 from udg.errors import UdgError
+from udg.experiments import offline
 from udg.experiments.offline import OfflineConfig, run_offline
 from udg.offline import dynamics, mopo
+from udg.seeds import jax_key
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +168,66 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
 
     with pytest.raises(Stop):
         run_offline(config, [point_root], tmp_path / "b", on_epoch=stop_after_epoch_3)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "running"
     resumed = run_offline(config, [point_root], tmp_path / "b")
     assert resumed["last_return"] == pytest.approx(straight["last_return"], rel=1e-6)
+    # Every stream depends on (seed, purpose, epoch, call) alone: the policies are the same.
+    policies = [(tmp_path / run / "policy.msgpack").read_bytes() for run in "ab"]
+    assert policies[0] == policies[1]
     # The resumed run loads the saved model and reports that fit's metrics.
     assert resumed["dynamics"] == straight["dynamics"] and "epochs" in resumed["dynamics"]
     curves = [(tmp_path / run / "learning_curve.csv").read_text() for run in "ab"]
     epochs = [[line.split(",")[0] for line in curve.splitlines()[1:]] for curve in curves]
     assert epochs[0] == epochs[1] and all(e.isdigit() for e in epochs[1])  # ints after resume
+
+
+def _fresh_run(point_root, tmp_path, **mopo_changes) -> offline.OfflineState:
+    task = get_task("point-angle-0")
+    selected, _ = offline.select_data(task, "top1", [point_root])
+    config = OfflineConfig(
+        task=task.name, seed=5, mopo=dataclasses.replace(TINY_MOPO, **mopo_changes)
+    )
+    return offline.start_run(config, selected, task, tmp_path)
+
+
+def test_run_starts_from_the_named_init_stream_with_one_model_ring(point_root, tmp_path):
+    state = _fresh_run(point_root, tmp_path)
+    expected = sac.SAC.create(TINY_MOPO.sac, jax_key(5, "init"), 4, 2)
+    assert sac.to_bytes(state.agent) == sac.to_bytes(expected)
+    m = TINY_MOPO
+    assert state.buffer.num_agents == 1
+    assert state.buffer.capacity == m.model_retain_epochs * m.rollout_batch_size * m.rollout_length
+
+
+def test_mixed_batches_put_data_rows_first_then_model_rows(point_root, tmp_path):
+    state = _fresh_run(point_root, tmp_path, real_ratio=0.25)
+    rng = np.random.default_rng(0)
+    only_data = offline.mixed_batches(state, rng, 3)  # the model buffer is still empty
+    assert only_data["observations"].shape == (3, 32, 4)
+    assert np.all(np.isin(only_data["rewards"], state.rewards))
+    obs, act = np.full((10, 4), 7.0), np.zeros((10, 2))
+    state.buffer.add(0, obs, act, np.full(10, 1e3), obs, np.ones(10))
+    batches = offline.mixed_batches(state, rng, 3)
+    assert {k: v.shape[:2] for k, v in batches.items()} == dict.fromkeys(batches, (3, 32))
+    assert np.all(np.isin(batches["rewards"][:, :8], state.rewards))  # round(32 * 0.25) = 8
+    np.testing.assert_array_equal(batches["rewards"][:, 8:], 1e3)
+    np.testing.assert_array_equal(batches["terminations"][:, 8:], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("step", "updates", "due"),
+    [(0, 10, True), (10, 10, False), (15, 10, True), (20, 10, True), (21, 19, False)],
+)
+def test_refresh_is_due_when_a_multiple_of_the_frequency_falls_in_the_call(step, updates, due):
+    assert offline.refresh_due(step, updates, every=20) is due
+
+
+def test_checkpoint_of_another_shape_is_refused(point_root, tmp_path):
+    state = _fresh_run(point_root, tmp_path)
+    offline.save_checkpoint(state)
+    smaller = _fresh_run(point_root, tmp_path, model_retain_epochs=2)
+    with pytest.raises(UdgError, match="does not fit this run"):
+        offline.load_checkpoint(smaller)
 
 
 def test_model_from_another_env_is_refused(tmp_path, point_root, tiny_model):
