@@ -5,7 +5,8 @@ so each agent's episode is written when it is scored). Sampling draws uniform in
 agent from a caller-owned `np.random.Generator` and returns `[K, N, B, ...]` float32 batches
 ready for `population_update_n`. `state_dict`/`load_state_dict` capture arrays, sizes and write
 pointers exactly, so a resumed run (with the generator's state restored by the caller) samples
-the same batches as an uninterrupted one.
+the same batches as an uninterrupted one. It is udg's one ring buffer: stage 1's replay
+(K members) and MOPO's model buffer (one member, fed a refresh's rollouts at a time).
 """
 
 import numpy as np
