@@ -20,7 +20,7 @@ import numpy as np
 from udg.data.dataset import Episode, dataset_from_episodes
 from udg.envs.mujoco import ANT_INFO_COLUMNS
 from udg.envs.tasks import get_task
-from udg.experiments.offline import OfflineConfig, OfflineRun
+from udg.experiments import offline
 from udg.experiments.offline_config import mopo_preset
 
 
@@ -50,20 +50,21 @@ def time_epoch(scale: str, data, repeats: int) -> dict:
     )
     data = data.with_task_rewards(task.name, data.rewards)
     with tempfile.TemporaryDirectory() as out:
-        run = OfflineRun(OfflineConfig(task=task.name, mopo=mopo), data, task, Path(out))
-        run.fit_model()
-        run.run_epoch()  # compile
+        config = offline.OfflineConfig(task=task.name, mopo=mopo)
+        run = offline.start_run(config, data, task, Path(out))
+        offline.fit_model(run)
+        offline.run_epoch(run)  # compile
         best = {"epoch": float("inf")}
         for _ in range(repeats):
-            run.wall = dict.fromkeys(run.wall, 0.0)
+            run.timings = dict.fromkeys(run.timings, 0.0)
             start = time.perf_counter()
-            run.run_epoch()
+            offline.run_epoch(run)
             total = time.perf_counter() - start
             if total < best["epoch"]:
                 best = {
                     "epoch": total,
-                    "rollouts": run.wall["rollouts"],
-                    "updates": run.wall["updates"],
+                    "rollouts": run.timings["rollouts"],
+                    "updates": run.timings["updates"],
                 }
     best["rollout_batch"] = mopo.rollout_batch_size
     best["horizon"] = mopo.rollout_length

@@ -138,7 +138,7 @@ def test_rerun_skips_finished_work(demo_run, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(offline.OfflineRun, "run", must_not_train)
+    monkeypatch.setattr(offline, "train_policy", must_not_train)
     again = run_pipeline(config, out, log=lambda m: None)
     assert again["table"] == summary["table"]
 
@@ -172,7 +172,7 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
     monkeypatch.setattr(pipeline, "run_generate", run_generate)
     monkeypatch.setattr(pipeline, "_random_dataset", lambda *a: linked(real_random(*a), "random"))
     monkeypatch.setattr(pipeline, "run_cells_with_bar", run_cells_with_bar)
-    monkeypatch.setattr(offline.OfflineRun, "run", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(offline, "train_policy", lambda *a, **k: pytest.fail("recomputed"))
     again = run_pipeline(config, out, log=lambda m: None)
     folders = {c.data: {str(Path(p).parent) for p in c.datasets} for c in cells}
     assert folders == {
