@@ -37,3 +37,13 @@ def test_the_lock_pins_every_dependency_within_its_range():
         assert name in pins, f"{req.name} is not in requirements.lock"
         assert req.specifier.contains(pins[name]), f"{req.name} {pins[name]} outside {req.specifier}"
 
+
+
+def test_importing_udg_registers_its_gymnasium_ids():
+    import subprocess
+    import sys
+
+    code = "import gymnasium as gym, udg; print(gym.make('udg/Point-v0').spec.id)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "udg/Point-v0"

@@ -7,3 +7,9 @@ The package is a straight line of stages: ``envs`` (environments and task reward
 """
 
 __version__ = "0.1.0"
+
+# Importing udg registers its Gymnasium ids, so `gym.make("udg/Point-v0")` works after it (and
+# Minari's recover_environment on a udg dataset).
+from udg.envs import register_envs as _register_envs  # noqa: E402
+
+_register_envs()
