@@ -1,13 +1,19 @@
-"""Writing files atomically, and reading back what was written that way.
+"""Writing files atomically, locking the folders written to, and reading back what was written.
 
 A file is written to a temporary name in its folder and moved into place, so a killed process
-leaves either the old or the new version, never half of one. Used by every layer that writes.
+leaves either the old or the new version, never half of one. A folder that a process writes a
+run or a dataset into is locked (an exclusive ``flock`` on the folder itself, which leaves no
+file behind and ends with the process, however it ends): a second process writing a run there
+at the same time gets a clear error, and a second writer of a dataset root waits its turn, so
+neither interleaves its files with the first's. Used by every layer that writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import os
@@ -18,6 +24,48 @@ from typing import Any
 import numpy as np
 
 from udg.errors import UdgError
+
+_HELD: dict[str, int] = {}  # folders this process holds for the rest of its life -> lock fd
+
+
+def _lock(folder: Path, what: str, wait: bool = False) -> int:
+    """An exclusive lock on ``folder`` (created); its file descriptor. Another process holding
+    it is a :class:`UdgError` naming ``what`` it is writing, or, with ``wait``, waited for."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise UdgError(f"cannot write {what} {folder}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UdgError(
+            f"another udg process is writing {what} {folder}; wait for it or choose another folder"
+        ) from None
+    return fd
+
+
+def hold_folder(folder: Path, what: str = "into") -> None:
+    """Lock ``folder`` for the rest of this process (a run folder, while its run may write);
+    holding it already is fine."""
+    key = str(Path(folder).resolve())
+    if key not in _HELD:
+        _HELD[key] = _lock(Path(folder), what)
+
+
+@contextlib.contextmanager
+def locked_folder(folder: Path, what: str = "into", wait: bool = True):
+    """Lock ``folder`` for the ``with`` body (a dataset root while a dataset is written),
+    waiting for another process's write to end unless ``wait`` is False."""
+    if str(Path(folder).resolve()) in _HELD:  # this process holds it for longer already
+        yield
+        return
+    fd = _lock(Path(folder), what, wait)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def _read_umask() -> int:

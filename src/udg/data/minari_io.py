@@ -25,6 +25,7 @@ import numpy as np
 from udg.data.dataset import Dataset, Episode, check_finite, dataset_from_episodes
 from udg.envs.registry import env_name_for_gym_id, make_env
 from udg.errors import UdgError
+from udg.files import locked_folder
 
 METADATA_FILE = "metadata.json"
 
@@ -61,8 +62,6 @@ def write_dataset(
     overwrite: bool = False,
 ) -> Path:
     """Write ``episodes`` as the Minari dataset ``<root>/<dataset_id>``; returns its folder."""
-    import minari
-    from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_dataset import parse_dataset_id
 
     try:
@@ -79,34 +78,80 @@ def write_dataset(
     target = root / dataset_id
     if target.exists() and not overwrite:
         raise UdgError(f"dataset {target} exists already; choose another id or folder")
-    root.mkdir(parents=True, exist_ok=True)
+    create = {
+        "algorithm_name": algorithm,
+        "description": description or f"UDG dataset {dataset_id}",
+        "data_format": "hdf5",
+    }
+    with locked_folder(root, "datasets into"):  # one writer per root: check, write, move
+        return _write_locked(
+            buffers_from(episodes),
+            root,
+            dataset_id,
+            env,
+            overwrite=overwrite,
+            max_episode_steps=max_episode_steps,
+            create=create,
+            udg_metadata=dict(udg_metadata or {}, env=env),
+        )
+
+
+def buffers_from(episodes: Sequence[Episode]) -> list:
+    """Minari's episode buffers of ``episodes``."""
+    from minari.data_collector import EpisodeBuffer
+
+    return [
+        EpisodeBuffer(
+            id=i,
+            observations=e.observations,
+            actions=e.actions,
+            rewards=np.asarray(e.rewards, dtype=np.float64),
+            terminations=np.asarray(e.terminations, dtype=bool),
+            truncations=np.asarray(e.truncations, dtype=bool),
+            infos={k: np.asarray(v, dtype=np.float64) for k, v in e.infos.items()},
+        )
+        for i, e in enumerate(episodes)
+    ]
+
+
+def _refuse_links(root: Path, dataset_id: str) -> None:
+    """A symlink where the write would land could take it out of ``root``: refuse it."""
+    namespace = root / Path(dataset_id).parts[0]
+    for path in (namespace, namespace / "namespace_metadata.json", root / dataset_id):
+        if path.is_symlink():
+            raise UdgError(f"{path} is a symbolic link; udg writes datasets only into real folders")
+
+
+def _write_locked(
+    buffers: list,
+    root: Path,
+    dataset_id: str,
+    env: str,
+    overwrite: bool,
+    max_episode_steps: int | None,
+    create: dict,
+    udg_metadata: dict,
+) -> Path:
+    """:func:`write_dataset`'s work, with the root locked: stale staging folders of killed
+    writers are removed, the target is checked again, and the dataset is staged and moved in."""
+    import minari
+
+    target = root / dataset_id
+    _refuse_links(root, dataset_id)
+    if target.exists() and not overwrite:  # a concurrent writer may have made it meanwhile
+        raise UdgError(f"dataset {target} exists already; choose another id or folder")
+    for stale in root.glob(".tmp-*"):  # the root is locked: no live writer stages there
+        shutil.rmtree(stale, ignore_errors=True)
     staging = root / f".tmp-{uuid.uuid4().hex}"
     try:
         gym_env = make_env(env, max_episode_steps=max_episode_steps)
-        buffers = [
-            EpisodeBuffer(
-                id=i,
-                observations=e.observations,
-                actions=e.actions,
-                rewards=np.asarray(e.rewards, dtype=np.float64),
-                terminations=np.asarray(e.terminations, dtype=bool),
-                truncations=np.asarray(e.truncations, dtype=bool),
-                infos={k: np.asarray(v, dtype=np.float64) for k, v in e.infos.items()},
-            )
-            for i, e in enumerate(episodes)
-        ]
         with _minari_root(staging), warnings.catch_warnings():
             # Minari asks for authors, permalinks and an eval env; UDG records its own metadata.
             warnings.filterwarnings("ignore", category=UserWarning, module="minari")
             written = minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=buffers,
-                env=gym_env,
-                algorithm_name=algorithm,
-                description=description or f"UDG dataset {dataset_id}",
-                data_format="hdf5",
+                dataset_id=dataset_id, buffer=buffers, env=gym_env, **create
             )
-            written.storage.update_metadata({"udg": dict(udg_metadata or {}, env=env)})
+            written.storage.update_metadata({"udg": udg_metadata})
         gym_env.close()
         namespace_file = Path(dataset_id).parts[0]
         staged_namespace = staging / namespace_file / "namespace_metadata.json"

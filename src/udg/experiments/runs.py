@@ -23,6 +23,7 @@ from udg.files import (  # noqa: F401  (re-exported: the runners import them fro
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
+    hold_folder,
     json_default,
     load_npz,
     read_csv_rows,
@@ -85,6 +86,9 @@ def open_run(
     ``may_grow`` may be larger than stored (a run that can be extended, e.g. its steps).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UdgError(f"{out} is a file, not a folder; choose a new or empty folder")
+    hold_folder(out, f"a {kind} run into")  # until this process ends: one writer per run
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = read_json(manifest_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def open_log(folder: Path, resume_step: int | None = None):
         return None
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(str(folder), purge_step=resume_step)
+    # Event files are named by time and host: a unique suffix keeps two attempts that open a
+    # writer within the same second from writing one file.
+    return SummaryWriter(
+        str(folder), purge_step=resume_step, filename_suffix=f".{uuid.uuid4().hex}"
+    )
 
 
 def write_rows(writer, rows: Sequence[dict], step_key: str) -> None:
