@@ -14,7 +14,7 @@ from udg.errors import UdgError
 @pytest.mark.parametrize("name", list(ENVS))
 def test_env_passes_gymnasium_checker(name):
     env = make_env(name)
-    check_env(env.unwrapped if name == "point" else env.env, skip_render_check=True)
+    check_env(env.unwrapped if name in ("point", "rooms") else env.env, skip_render_check=True)
 
 
 @pytest.mark.parametrize("name", list(ENVS))
@@ -91,7 +91,7 @@ def test_termination_rule_runs_under_jax():
 
 
 def test_unknown_env_lists_known():
-    with pytest.raises(UdgError, match="known: ant, halfcheetah, point"):
+    with pytest.raises(UdgError, match="known: ant, halfcheetah, point, rooms"):
         make_env("hopper")
     with pytest.raises(UdgError, match="positive"):
         make_env("point", max_episode_steps=0)

@@ -10,7 +10,7 @@ observation (needed by model rollouts).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 
@@ -29,7 +29,7 @@ class EnvSpec:
     """What UDG knows about one environment."""
 
     name: str
-    """Short name used on the command line (``point``, ``ant``, ``halfcheetah``)."""
+    """Short name used on the command line (``point``, ``rooms``, ``ant``, ``halfcheetah``)."""
     gym_id: str
     """Gymnasium id registered by udg (the environment plus UDG's info columns)."""
     entry_point: str
@@ -51,16 +51,26 @@ class EnvSpec:
     """One line for ``udg tasks``."""
 
 
+_POINT = EnvSpec(
+    name="point",
+    gym_id="udg/Point-v0",
+    entry_point="udg.envs.point:PointEnv",
+    max_episode_steps=100,
+    info_columns=POINT_INFO_COLUMNS,
+    feature_columns=("x_position", "y_position"),
+    terminated=never_terminated,
+    description="built-in 2-D point mass with inertia (NumPy); obs (x, y, vx, vy)",
+)
+
 ENVS: dict[str, EnvSpec] = {
-    "point": EnvSpec(
-        name="point",
-        gym_id="udg/Point-v0",
-        entry_point="udg.envs.point:PointEnv",
-        max_episode_steps=100,
-        info_columns=POINT_INFO_COLUMNS,
-        feature_columns=("x_position", "y_position"),
-        terminated=never_terminated,
-        description="built-in 2-D point mass with inertia (NumPy); obs (x, y, vx, vy)",
+    "point": _POINT,
+    # point's mass, columns, features and time limit, among walls.
+    "rooms": replace(
+        _POINT,
+        name="rooms",
+        gym_id="udg/Rooms-v0",
+        entry_point="udg.envs.rooms:RoomsEnv",
+        description="point's mass in 3 x 3 rooms with doorways (NumPy); obs (x, y, vx, vy)",
     ),
     "ant": EnvSpec(
         name="ant",
