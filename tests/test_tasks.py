@@ -23,7 +23,12 @@ def _collect(env_name: str, steps: int, seed: int):
 
 @pytest.mark.parametrize(
     ("env_name", "task"),
-    [("ant", "ant-angle-0"), ("halfcheetah", "cheetah-run"), ("point", "point-angle-0")],
+    [
+        ("ant", "ant-angle-0"),
+        ("halfcheetah", "cheetah-run"),
+        ("point", "point-angle-0"),
+        ("rooms", "rooms-angle-0"),
+    ],
 )
 def test_relabel_reproduces_environment_reward(env_name, task):
     data = _collect(env_name, 600, seed=1)
@@ -82,6 +87,8 @@ def test_cheetah_jump_and_crawl_follow_the_formula():
     ("name", "env"),
     [
         ("point-angle-45", "point"),
+        ("rooms-angle-300", "rooms"),
+        ("rooms-goal-2.5,-1", "rooms"),
         ("ant-angle-300", "ant"),
         ("ant-angle-12.5", "ant"),
         ("ant-angle--30", "ant"),

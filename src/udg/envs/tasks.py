@@ -4,9 +4,9 @@ A task is a reward that is a pure, vectorised function of stored columns: ``obse
 ``actions``, ``next_observations`` (``[N, dim]``) and the environment's info columns (``[N]``,
 the values reported after each step). Any dataset of the task's environment can therefore be
 relabelled for it without a simulator. Tasks come in parameterised families
-(``point-angle-<deg>``, ``ant-angle-<deg>``, ``cheetah-cz-<value>``) parsed by an explicit
-pattern each, plus named tasks (``ant-outward``, ``cheetah-jump``, ``cheetah-crawl``,
-``cheetah-run``).
+(``point-angle-<deg>``, ``rooms-angle-<deg>``, ``rooms-goal-<x>,<y>``, ``ant-angle-<deg>``,
+``cheetah-cz-<value>``) parsed by an explicit pattern each, plus named tasks (``ant-outward``,
+``cheetah-jump``, ``cheetah-crawl``, ``cheetah-run``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from udg.envs.registry import get_env_spec
+from udg.envs.rooms import ARENA_HALF, CTRL_COST
 from udg.errors import UdgError
 
 Columns = Mapping[str, np.ndarray]
 RewardFn = Callable[[Columns], np.ndarray]
 
 POINT_CTRL_COST = 0.1
+ROOMS_CTRL_COST = CTRL_COST
+"""Point's control cost scaled as the rooms reward is: point pays 0.1 |a|^2 against a speed
+reward of at most 2 a step, rooms pays 0.01 |a|^2 against a displacement of at most 0.2 a step
+(``dt`` times the speed), so a full push costs the same 1/20 of the most it can earn."""
 ANT_CTRL_COST = 0.5
 ANT_MIN_RADIUS = 0.1
 CHEETAH_CTRL_COST = 0.1
@@ -82,6 +87,61 @@ def point_angle(degrees: float) -> TaskSpec:
         env="point",
         formula=f"v_x cos({degrees:g}) + v_y sin({degrees:g}) - {POINT_CTRL_COST} |a|^2",
         columns=("x_velocity", "y_velocity"),
+        reward_fn=reward,
+    )
+
+
+def _displacement(cols: Columns) -> np.ndarray:
+    """The position's change over each step, ``[N, 2]``, from the stored observations."""
+    return np.asarray(cols["next_observations"])[:, :2] - np.asarray(cols["observations"])[:, :2]
+
+
+def rooms_angle(degrees: float) -> TaskSpec:
+    """Displacement along (cos theta, sin theta) minus a small control cost, on ``rooms``.
+
+    The displacement, not the velocity: at a wall the velocity into it is zeroed after the
+    move, so only the displacement says how far a step went. The return telescopes to the
+    episode's displacement along theta.
+    """
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+
+    def reward(cols: Columns) -> np.ndarray:
+        d = _displacement(cols)  # [N, 2]
+        return c * d[:, 0] + s * d[:, 1] - ROOMS_CTRL_COST * _squared_norm(cols["actions"])
+
+    return TaskSpec(
+        name=f"rooms-angle-{degrees:g}",
+        env="rooms",
+        formula=f"dx cos({degrees:g}) + dy sin({degrees:g}) - {ROOMS_CTRL_COST} |a|^2  (d: the "
+        "step's displacement)",
+        columns=(),
+        reward_fn=reward,
+    )
+
+
+def rooms_goal(x: float, y: float) -> TaskSpec:
+    """Minus the distance from the position after each step to the goal ``(x, y)``, on ``rooms``.
+
+    Minus the distance rather than ``exp(-distance / scale)``: it needs no scale (any scale
+    small enough to mark the goal leaves most of an 11-wide arena flat, with no signal where
+    the route starts), and the return still rewards arriving sooner. The Euclidean distance
+    ignores walls, so the way to a goal behind one leads away from it first: a goal in an outer
+    room, like the direction tasks, needs data beyond the start room. No control cost: time spent
+    away from the goal already costs. Any point of the arena is accepted.
+    """
+    if not (abs(x) <= ARENA_HALF and abs(y) <= ARENA_HALF):
+        raise UdgError(
+            f"goal ({x:g}, {y:g}) lies outside the rooms arena [-{ARENA_HALF:g}, {ARENA_HALF:g}]^2"
+        )
+
+    def reward(cols: Columns) -> np.ndarray:
+        return -np.hypot(cols["x_position"] - x, cols["y_position"] - y)
+
+    return TaskSpec(
+        name=f"rooms-goal-{x:g},{y:g}",
+        env="rooms",
+        formula=f"-|p - ({x:g}, {y:g})|  (p: the position after the step)",
+        columns=("x_position", "y_position"),
         reward_fn=reward,
     )
 
@@ -172,12 +232,16 @@ def cheetah_run() -> TaskSpec:
 
 _NUMBER = r"(-?\d+(?:\.\d+)?)"
 
-TASK_FAMILIES: dict[str, tuple[re.Pattern, Callable[[float], TaskSpec]]] = {
+TASK_FAMILIES: dict[str, tuple[re.Pattern, Callable[..., TaskSpec]]] = {
     "point-angle-<deg>": (re.compile(rf"point-angle-{_NUMBER}"), point_angle),
+    "rooms-angle-<deg>": (re.compile(rf"rooms-angle-{_NUMBER}"), rooms_angle),
+    # A comma between the coordinates, since a hyphen also signs them: rooms-goal-2.5,-1.
+    "rooms-goal-<x>,<y>": (re.compile(rf"rooms-goal-{_NUMBER},{_NUMBER}"), rooms_goal),
     "ant-angle-<deg>": (re.compile(rf"ant-angle-{_NUMBER}"), ant_angle),
     "cheetah-cz-<value>": (re.compile(rf"cheetah-cz-{_NUMBER}"), cheetah_cz),
 }
-"""Parameterised task families: the name pattern and the constructor of its parameter."""
+"""Parameterised task families: the name pattern and the constructor of its parameters (one
+per group of the pattern)."""
 
 TASKS: dict[str, Callable[[], TaskSpec]] = {
     "ant-outward": ant_outward,
@@ -190,6 +254,9 @@ TASKS: dict[str, Callable[[], TaskSpec]] = {
 PAPER_ANGLES = (0, 60, 120, 180, 240, 300)
 """The six directions of the paper's Ant-Angle experiment."""
 
+ROOMS_EXAMPLE_GOALS = ((0.0, 0.0), (4.0, 4.0), (-4.0, 0.0))
+"""Goals ``udg tasks`` lists: the start, the middle of the north-east room, of the west room."""
+
 
 def get_task(name: str) -> TaskSpec:
     """The task called ``name``; an unknown name raises :class:`UdgError` listing the known."""
@@ -198,11 +265,13 @@ def get_task(name: str) -> TaskSpec:
     for pattern, make in TASK_FAMILIES.values():
         match = pattern.fullmatch(name)
         if match:
-            return make(float(match.group(1)))
+            return make(*(float(g) for g in match.groups()))
     raise UdgError(f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}")
 
 
 def example_tasks() -> list[TaskSpec]:
     """A listing for ``udg tasks``: every named task and the paper's instances of each family."""
-    tasks = [point_angle(a) for a in PAPER_ANGLES] + [ant_angle(a) for a in PAPER_ANGLES]
+    tasks = [point_angle(a) for a in PAPER_ANGLES] + [rooms_angle(a) for a in PAPER_ANGLES]
+    tasks += [rooms_goal(*goal) for goal in ROOMS_EXAMPLE_GOALS]
+    tasks += [ant_angle(a) for a in PAPER_ANGLES]
     return tasks + [make() for make in TASKS.values()]
