@@ -5,8 +5,9 @@ runs MuJoCo in hours on 2 cores, ``paper`` takes the paper's settings and needs 
 cluster. :data:`PRESETS` gives, for each env and scale, stage 1's :class:`GenerateConfig` and
 stage 2's :class:`MOPOConfig`. Each value is written once: in the base of its scale, or in the
 row that departs from that base (``dataclasses.replace``), so adding an env means adding its
-three rows. The bases follow one principle each: ``paper`` is WURL's stage 1 and MOPO as in
-SPEC section 5; ``small`` keeps the algorithms and network sizes and cuts the step budgets;
+three rows (the built-in point masses, ``point`` and ``rooms``, share one function that makes
+them). The bases follow one principle each: ``paper`` is WURL's stage 1 and MOPO as in SPEC
+section 5; ``small`` keeps the algorithms and network sizes and cuts the step budgets;
 ``demo`` shrinks the networks too. Why each number is what it is, with the measurements behind
 it, is in ``results/presets.md``. ``python -m udg.experiments.presets`` prints the scale table
 of the README (:func:`scale_table`).
@@ -60,9 +61,6 @@ _GENERATE_DEMO = replace(
     warmup_steps=1_000,
     sac=replace(WURL_SAC, hidden_dims=DEMO_HIDDEN),
 )
-# point's episodes run to its own time limit at every scale.
-_POINT_EPISODE_LENGTH = get_env_spec("point").max_episode_steps
-
 # Stage 2, by scale. paper: SPEC section 5, which MOPOConfig's defaults are.
 _MOPO_PAPER = MOPOConfig()
 
@@ -120,26 +118,38 @@ _ANT_SMALL = replace(
     diversity=replace(_GENERATE_SMALL.diversity, episode_scaling=False),
 )
 
-PRESETS: dict[tuple[str, str], Preset] = {
-    ("point", "demo"): Preset(
-        replace(_GENERATE_DEMO, env="point", steps=8_000, episode_length=_POINT_EPISODE_LENGTH),
-        _MOPO_DEMO,
-    ),
-    ("point", "small"): Preset(
-        replace(
-            _GENERATE_SMALL,
-            env="point",
-            num_agents=_GENERATE_DEMO.num_agents,  # point keeps the demo's population
-            steps=30_000,
-            episode_length=_POINT_EPISODE_LENGTH,
-            warmup_steps=2_000,
+
+def _point_mass_rows(env: str) -> dict[tuple[str, str], Preset]:
+    """The three rows of a built-in point-mass env (``point``, ``rooms``). Rooms takes point's
+    values as its pre-registered start (same mass, same episode length); its episodes, like
+    point's, run to the env's own time limit at every scale."""
+    episode_length = get_env_spec(env).max_episode_steps
+    return {
+        (env, "demo"): Preset(
+            replace(_GENERATE_DEMO, env=env, steps=8_000, episode_length=episode_length),
+            _MOPO_DEMO,
         ),
-        _MOPO_SMALL,
-    ),
-    ("point", "paper"): Preset(
-        replace(_GENERATE_PAPER, env="point", episode_length=_POINT_EPISODE_LENGTH),
-        _MOPO_PAPER,
-    ),
+        (env, "small"): Preset(
+            replace(
+                _GENERATE_SMALL,
+                env=env,
+                num_agents=_GENERATE_DEMO.num_agents,  # point keeps the demo's population
+                steps=30_000,
+                episode_length=episode_length,
+                warmup_steps=2_000,
+            ),
+            _MOPO_SMALL,
+        ),
+        (env, "paper"): Preset(
+            replace(_GENERATE_PAPER, env=env, episode_length=episode_length),
+            _MOPO_PAPER,
+        ),
+    }
+
+
+PRESETS: dict[tuple[str, str], Preset] = {
+    **_point_mass_rows("point"),
+    **_point_mass_rows("rooms"),
     ("ant", "demo"): Preset(replace(_GENERATE_DEMO, env="ant"), _MOPO_DEMO),
     ("ant", "small"): Preset(
         _ANT_SMALL,
