@@ -149,6 +149,9 @@ def test_the_env_is_point_with_walls():
     assert spec.gym_id == "udg/Rooms-v0" and spec.max_episode_steps == STEPS
     assert spec.feature_columns == ("x_position", "y_position")
     assert not spec.terminated(np.zeros((3, 4))).any()
+    import jax.numpy as jnp
+
+    assert spec.terminated(jnp.zeros((3, 4)), xp=jnp).tolist() == [False] * 3  # model rollouts
     a, b = make_env("rooms"), make_env("rooms")
     a.reset(seed=9), b.reset(seed=9)
     for _ in range(50):  # deterministic apart from the reset noise
