@@ -85,6 +85,13 @@ def test_a_folder_held_by_another_process_is_refused_with_one_line(tmp_path):
         child.wait()
     open_run(tmp_path / "run", "generate", {})  # released with the process
     open_run(tmp_path / "run", "generate", {})  # and this process may open it again
+    import subprocess
+    import sys
+
+    take = [sys.executable, "-c", _HOLD.replace("time.sleep(60)", ""), str(tmp_path / "run")]
+    assert subprocess.run(take, capture_output=True).returncode != 0  # held here until released
+    files.release_folder(tmp_path / "run")
+    assert subprocess.run(take, capture_output=True).returncode == 0
 
 
 def test_unwritable_or_file_out_is_one_line(tmp_path):

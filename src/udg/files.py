@@ -47,11 +47,18 @@ def _lock(folder: Path, what: str, wait: bool = False) -> int:
 
 
 def hold_folder(folder: Path, what: str = "into") -> None:
-    """Lock ``folder`` for the rest of this process (a run folder, while its run may write);
-    holding it already is fine."""
+    """Lock ``folder`` until :func:`release_folder` or the end of this process (a run folder,
+    while its run may write); holding it already is fine."""
     key = str(Path(folder).resolve())
     if key not in _HELD:
         _HELD[key] = _lock(Path(folder), what)
+
+
+def release_folder(folder: Path) -> None:
+    """Give up the lock :func:`hold_folder` took (a finished run), if this process holds it."""
+    fd = _HELD.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from udg.experiments.runs import (
     open_run,
     read_json,
     read_rows,
+    release_folder,
     save_state,
     write_manifest,
     write_rows,
@@ -415,6 +416,15 @@ def run_generate(
     config = config.validated()
     defaults = config_dict(GenerateConfig())
     manifest = open_run(out, "generate", config_dict(config), defaults, may_grow=("steps",))
+    try:
+        return _run_opened(config, out, manifest, on_round)
+    finally:
+        release_folder(out)  # the run is done (or stopped): another process may go on with it
+
+
+def _run_opened(
+    config: GenerateConfig, out: Path, manifest: dict | None, on_round
+) -> tuple[Stage1Run, list[Path]]:
     stored_steps = (manifest or {}).get("config", {}).get("steps", config.steps)
     if stored_steps < config.steps and config.final_rollouts > 0:
         raise UdgError(

@@ -27,6 +27,7 @@ from udg.files import (  # noqa: F401  (re-exported: the runners import them fro
     json_default,
     load_npz,
     read_csv_rows,
+    release_folder,
 )
 
 MANIFEST = "manifest.json"
