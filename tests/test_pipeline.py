@@ -231,3 +231,7 @@ def test_unknown_experiment_and_executor(tmp_path):
         run_pipeline(PipelineConfig(expert_steps=0), tmp_path)
     with pytest.raises(UdgError, match="unknown executor"):
         run_cells([], executor="dask")
+    # Refused before stage 1 starts: nothing is written.
+    with pytest.raises(UdgError, match="unknown executor 'bogus'"):
+        run_pipeline(PipelineConfig(), tmp_path / "demo", executor="bogus")
+    assert not (tmp_path / "demo").exists()

@@ -30,7 +30,7 @@ from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
 from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
-from udg.experiments.grid import DATA_KINDS, Cell, run_cells_with_bar
+from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
 from udg.experiments.runs import (
@@ -189,10 +189,12 @@ def run_pipeline(
     """
     spec = get_experiment(config.experiment)
     gen, tasks = _validated(config, spec)
+    if executor not in EXECUTORS:  # before any work, not after stage 1
+        raise unknown_name("executor", executor, EXECUTORS)
+    mopo = config.mopo or mopo_preset(spec.env, config.scale)
     out = Path(out)
     start = time.perf_counter()
     sources, experts = _make_data(config, spec, gen, tasks, out, log, progress)
-    mopo = config.mopo or mopo_preset(spec.env, config.scale)
     cells = _cells(config, spec, tasks, sources, mopo, out)
     log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
     with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
