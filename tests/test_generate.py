@@ -258,3 +258,13 @@ def test_learning_compiles_few_update_shapes_whatever_the_episode_lengths(tmp_pa
     # Scan lengths 7, 4, 2, 1 at most, whatever the remainders.
     assert sac.jit_population_update_n._cache_size() - before <= 4
     assert int(run.agents.step[0]) == 3 + 11 + 13 + 7 + 5 + 20
+
+
+def test_a_run_larger_than_the_memory_is_refused_before_any_work(tmp_path):
+    from udg.experiments.generate import memory_estimate
+
+    huge = dataclasses.replace(TINY, steps=10**12)
+    assert memory_estimate(huge.validated()) > 2**40  # a TiB and more, from the shapes alone
+    with pytest.raises(UdgError, match=r"needs about [\d,.]+ GiB, more than this machine's"):
+        run_generate(huge, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ not checkpointed: it holds the whole history, which the chunk files already are.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,6 +103,35 @@ def update_chunks(total: int, per_call: int) -> list[int]:
     full, rest = divmod(total, per_call)
     powers = [1 << bit for bit in reversed(range(rest.bit_length())) if rest >> bit & 1]
     return [per_call] * full + powers
+
+
+def memory_estimate(config: GenerateConfig) -> int:
+    """Bytes a run of ``config`` holds at its peak, from its shapes: the replay (the whole
+    history, float32), the same history again as episodes while the datasets are written
+    (float64 infos included), the feature caches and the agents' parameters with Adam's
+    moments and the target critics."""
+    from udg.data.minari_io import env_shapes
+
+    (obs,), (act,) = env_shapes(config.env)
+    k, steps = config.num_agents, (config.rounds + config.final_rollouts) * config.episode_length
+    inputs = obs + (len(config.feature_columns) if config.observe_features else 0)
+    replay = k * steps * (2 * inputs + act + 2) * 4
+    episodes = k * steps * (obs + act + 3 + 2 * len(get_env_spec(config.env).info_columns)) * 8
+    cache = k * config.episode_length * len(config.feature_columns) * 4
+    widths = [inputs + act, *config.sac.hidden_dims, 2 * act]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    return replay + episodes + cache + k * params * 4 * 4 * 3  # actor + 2 critics, x4 states
+
+
+def _check_memory(config: GenerateConfig) -> None:
+    need = memory_estimate(config)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise UdgError(
+            f"a run of {config.num_agents} agents x {config.steps} steps (episodes of "
+            f"{config.episode_length}) needs about {need / 2**30:,.1f} GiB, more than this "
+            f"machine's {have / 2**30:,.1f} GiB; use fewer agents or steps"
+        )
 
 
 def create_run(config: GenerateConfig, out: Path) -> Stage1Run:
@@ -414,6 +444,7 @@ def run_generate(
     A run asked for more ``steps`` than it holds continues from its last checkpoint; without
     final rollouts its datasets then equal those of a run made with the larger ``steps``."""
     config = config.validated()
+    _check_memory(config)  # before the run folder is made
     defaults = config_dict(GenerateConfig())
     manifest = open_run(out, "generate", config_dict(config), defaults, may_grow=("steps",))
     try:
