@@ -5,9 +5,9 @@
 ``y = +-2.5`` cut it into 3 x 3 rooms; every episode starts in the centre room, the start room
 ``[-2.5, 2.5]^2``. Each wall piece between two rooms has one doorway 0.5 wide; the arena's border
 is solid. Walls are inelastic: a move that meets a wall outside a doorway stops at it, the
-velocity component into it becomes zero and the one along it is kept (sliding). The motion is
-resolved exactly over :data:`SUBSTEPS` substeps (each straight move runs to the first wall it
-meets, then slides on), so nothing passes through a wall at any speed. The env is
+velocity component into it becomes zero and the one along it is kept (sliding). Collisions are
+resolved at their time of impact, the limit of ever finer substeps (a move runs straight to the
+first wall it meets, then slides on), so nothing passes through a wall at any speed. The env is
 :class:`~udg.envs.point.PointEnv` with that motion: deterministic apart from the reset noise
 (uniform in ``[-0.1, 0.1]^2``), observation ``(x, y, v_x, v_y)``, diversity features ``(x, y)``,
 100-step episodes (``point``'s demo length, kept: nothing below needed another), reward the task
@@ -87,8 +87,6 @@ DOOR_WIDTH = 0.5
 """Width of every doorway."""
 SIDE_DOOR_CENTRE = START_HALF / 2
 """The east doorway is centred at ``y = SIDE_DOOR_CENTRE``, the west one at minus that."""
-SUBSTEPS = 4
-"""Collision substeps per step."""
 CTRL_COST = 0.01
 """Control cost of every rooms task and of the env's own reward (see :mod:`udg.envs.tasks`)."""
 START_ROOM = 4
@@ -148,6 +146,8 @@ class Walls(NamedTuple):
     coordinate)."""
 
     crossing: tuple[np.ndarray, np.ndarray]
+    lines: tuple[np.ndarray, np.ndarray]
+    """The distinct ``c`` of ``crossing[k]`` (a cheap first test of whether a move can hit)."""
 
     @classmethod
     def from_segments(cls, segments: list[Segment]) -> Walls:
@@ -159,7 +159,8 @@ class Walls(NamedTuple):
                 rows[1].append((y0, min(x0, x1), max(x0, x1)))
             else:
                 raise ValueError(f"wall {((x0, y0), (x1, y1))} is not axis-aligned")
-        return cls((np.array(rows[0]).reshape(-1, 3), np.array(rows[1]).reshape(-1, 3)))
+        crossing = (np.array(rows[0]).reshape(-1, 3), np.array(rows[1]).reshape(-1, 3))
+        return cls(crossing, (np.unique(crossing[0][:, 0]), np.unique(crossing[1][:, 0])))
 
 
 WALLS = Walls.from_segments(make_walls())
@@ -168,6 +169,16 @@ WALLS = Walls.from_segments(make_walls())
 def wall_segments() -> list[Segment]:
     """The rooms world's walls as segments ``((x0, y0), (x1, y1))`` (for drawing them)."""
     return make_walls()
+
+
+def _reaches_a_line(p: np.ndarray, d: np.ndarray, walls: Walls) -> bool:
+    """Whether any move ``p -> p + d`` (``[N, 2]``) reaches the line of any wall."""
+    for axis in (0, 1):
+        a, b = p[:, axis, None], p[:, axis, None] + d[:, axis, None]
+        c = walls.lines[axis]
+        if np.any((np.minimum(a, b) <= c) & (c <= np.maximum(a, b))):
+            return True
+    return False
 
 
 def _first_hit(p: np.ndarray, d: np.ndarray, walls: Walls):
@@ -199,31 +210,35 @@ def move(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Move points at ``position`` with ``velocity`` (``[N, 2]`` each) for ``dt`` among ``walls``.
 
-    Each of :data:`SUBSTEPS` substeps moves straight to the first wall the move meets, stops
-    :data:`_EPS` short of it, zeroes the velocity component into it and spends the rest of the
-    substep sliding with the other component. A move meets at most two walls (one per axis;
-    after both the velocity is zero), so two rounds resolve a substep exactly, whatever the
-    speed. Returns the new positions and velocities.
+    Collisions are resolved at their time of impact, the limit of ever finer substeps: a move
+    runs straight to the first wall it meets, stops :data:`_EPS` short of it, zeroes the
+    velocity component into it and spends the rest of the step sliding with the other
+    component. A move meets at most two walls (one per axis; after both the velocity is zero),
+    so two rounds resolve a step exactly, whatever the speed. Returns the new positions and
+    velocities.
     """
     p, v = np.array(position, dtype=np.float64), np.array(velocity, dtype=np.float64)
     rows = np.arange(len(p))
-    for _ in range(SUBSTEPS):
-        left = np.full(len(p), dt / SUBSTEPS)  # [N] time left in this substep
-        for _ in range(2):
-            d = v * left[:, None]
-            fracs, lines = _first_hit(p, d, walls)
-            first = np.argmin(fracs, axis=1)  # [N] the axis hit first
-            frac = fracs[rows, first]
-            hit = np.isfinite(frac)
-            step = np.where(hit, frac, 1.0)
-            p = p + step[:, None] * d
-            for axis in (0, 1):
-                # Both axes hit at once (a corner) stop together.
-                stop = hit & (fracs[:, axis] <= frac)
-                back = _EPS * np.sign(d[:, axis])
-                p[:, axis] = np.where(stop, lines[:, axis] - back, p[:, axis])
-                v[:, axis] = np.where(stop, 0.0, v[:, axis])
-            left = np.where(hit, left * (1.0 - step), 0.0)
+    left = np.full(len(p), float(dt))  # [N] time left in this step
+    for _ in range(2):
+        d = v * left[:, None]
+        if not _reaches_a_line(p, d, walls):  # the common case: nothing in the way
+            return p + d, v
+        fracs, lines = _first_hit(p, d, walls)
+        first = np.argmin(fracs, axis=1)  # [N] the axis hit first
+        frac = fracs[rows, first]
+        hit = np.isfinite(frac)
+        if not hit.any():  # every move passes its lines through doorways
+            return p + d, v
+        step = np.where(hit, frac, 1.0)
+        p = p + step[:, None] * d
+        for axis in (0, 1):
+            # Both axes hit at once (a corner) stop together.
+            stop = hit & (fracs[:, axis] <= frac)
+            back = _EPS * np.sign(d[:, axis])
+            p[:, axis] = np.where(stop, lines[:, axis] - back, p[:, axis])
+            v[:, axis] = np.where(stop, 0.0, v[:, axis])
+        left = np.where(hit, left * (1.0 - step), 0.0)
     return p, v
 
 
