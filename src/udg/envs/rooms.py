@@ -117,8 +117,8 @@ def make_walls(
     The lines ``x = +-start_half`` and ``y = +-start_half`` run across the arena and cut it into
     3 x 3 rooms. The start room's north and south doorways are centred; its east doorway is
     centred at ``y = side_door`` and its west one at ``y = -side_door`` (the geometry is
-    symmetric under a half turn). Each wall between two outer rooms has
-    a doorway in its middle; the arena's border has none.
+    symmetric under a half turn). Each wall between two outer rooms has a doorway in its
+    middle; the arena's border has none.
     """
     s, h, half = start_half, arena_half, door / 2
     mid = (s + h) / 2  # the middle of a wall between two outer rooms
@@ -130,8 +130,8 @@ def make_walls(
     # piece lies between one pair of rooms.
     corners = [(-s, -s), (s, s)]
     segments: list[Segment] = []
-    for c, door in ((s, east), (-s, west)):  # the lines x = c
-        pieces = _line_with_gaps(-h, h, [door, *outer, *corners])
+    for c, side in ((s, east), (-s, west)):  # the lines x = c
+        pieces = _line_with_gaps(-h, h, [side, *outer, *corners])
         segments += [((c, a), (c, b)) for a, b in pieces]
     for c in (s, -s):  # the lines y = c
         pieces = _line_with_gaps(-h, h, [centred, *outer, *corners])
