@@ -128,6 +128,7 @@ def test_the_scale_table_has_a_row_per_preset():
         ({"w_task": -1.0}, "w_task must be a finite number >= 0, got -1.0"),
         ({"w_div": math.nan}, "w_div must be a finite number >= 0, got nan"),
         ({"updates_per_step": math.inf}, "updates_per_step must be a finite number >= 0"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
         ({"warmup_steps": -1}, "warmup_steps must be >= 0, got -1"),
         ({"updates_per_call": 0}, "updates_per_call must be at least 1, got 0"),
         ({"checkpoint_every": 0}, "checkpoint_every must be at least 1, got 0"),

@@ -101,7 +101,7 @@ class GenerateConfig:
         for name in ("steps", "episode_length"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "final_rollouts"):
+        for name in ("seed", "warmup_steps", "final_rollouts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("w_task", "w_div", "updates_per_step"):

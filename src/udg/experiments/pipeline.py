@@ -229,6 +229,8 @@ def _validated(config: PipelineConfig, spec: ExperimentSpec) -> tuple[GenerateCo
     """Stage 1's config and the tasks to run, or a clear error for a bad pipeline config."""
     if config.seeds < 1:
         raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
+    if config.seed < 0:
+        raise UdgError(f"--seed must be >= 0, got {config.seed}")
     if config.expert_steps is not None and config.expert_steps <= 0:
         raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
     tasks = list(config.tasks or spec.tasks)
