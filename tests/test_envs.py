@@ -95,3 +95,19 @@ def test_unknown_env_lists_known():
         make_env("hopper")
     with pytest.raises(UdgError, match="positive"):
         make_env("point", max_episode_steps=0)
+
+
+@pytest.mark.parametrize("name", ["point", "rooms"])
+def test_numpy_envs_render_rgb_frames(name):
+    import gymnasium as gym
+
+    import udg  # noqa: F401  (registers the ids)
+
+    env = gym.make(ENVS[name].gym_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8
+    assert (frame != 255).any()  # the point (and the walls) are drawn
+    plain = gym.make(ENVS[name].gym_id)
+    plain.reset(seed=0)
+    assert plain.render() is None  # no render mode: no frame

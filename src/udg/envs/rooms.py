@@ -268,10 +268,17 @@ def room_of(x, y) -> np.ndarray:
 class RoomsEnv(PointEnv):
     """``point``'s mass in nine rooms with doorways; see the module docstring."""
 
+    view_half_size = ARENA_HALF
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         bound = np.array([ARENA_HALF, ARENA_HALF, np.inf, np.inf])
         self.observation_space = gym.spaces.Box(-bound, bound, dtype=np.float64)
+
+    def walls(self) -> list[Segment]:
+        a = ARENA_HALF
+        border = [((-a, -a), (a, -a)), ((a, -a), (a, a)), ((a, a), (-a, a)), ((-a, a), (-a, -a))]
+        return wall_segments() + border
 
     def step(self, action):
         before = self._position
