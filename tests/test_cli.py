@@ -21,7 +21,7 @@ def test_tasks_lists_envs_and_formulas(capsys):
     code, out, _ = run(capsys, "tasks", "--json")
     assert code == 0
     listing = json.loads(out)
-    assert set(listing["envs"]) == {"point", "ant", "halfcheetah"}
+    assert set(listing["envs"]) == {"point", "rooms", "ant", "halfcheetah"}
     names = {t["name"] for t in listing["tasks"]}
     assert {"ant-angle-0", "ant-angle-300", "cheetah-jump", "cheetah-crawl", "cheetah-run"} <= names
     code, out, _ = run(capsys, "tasks")

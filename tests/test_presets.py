@@ -198,3 +198,14 @@ def test_component_configs_name_the_field_and_refuse_nan(make, message):
     with pytest.raises(UdgError, match=message) as err:
         make()
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+def test_the_readme_scale_table_is_the_generated_one():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    command = [sys.executable, "-m", "udg.experiments.presets"]
+    table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert table.strip() in readme, "regenerate it: python -m udg.experiments.presets"
