@@ -27,11 +27,11 @@ from udg.data.minari_io import dataset_id_for
 from udg.envs import get_task
 from udg.errors import UdgError
 from udg.evaluation.evaluate import evaluate
-from udg.experiments.generate import Generator
 from udg.experiments.generate_config import GenerateConfig
 from udg.experiments.grid import Cell, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
+from udg.experiments.runs import load_run
 from udg.files import atomic_write_json
 
 
@@ -69,8 +69,7 @@ def main() -> None:
         if not 0 <= args.agent < config.num_agents:
             raise UdgError(f"--agent {args.agent}: the run has agents 0..{config.num_agents - 1}")
         mopo = mopo_preset(config.env, args.scale)
-        generator = Generator(config, args.run / ".measure-scratch")
-        agents = sac.from_bytes(generator.agents, (args.run / "agents.msgpack").read_bytes())
+        agents = load_run(args.run).load_agents()
     except (UdgError, OSError, ValueError, KeyError, TypeError) as err:
         sys.exit(f"measure_offline: error: {args.run}: {err}")
     agent = jax.tree.map(lambda x: x[args.agent], agents)
@@ -86,9 +85,9 @@ def main() -> None:
         mopo = dataclasses.replace(mopo, epochs=args.epochs)
     cells = [
         Cell(
-            name=f"seed{s}",
+            data="udg",
             config=OfflineConfig(task=task.name, select="all", seed=s, mopo=mopo),
-            data=(str(data),),
+            datasets=(str(data),),
             out=str(out / f"seed{s}"),
         )
         for s in range(args.first_seed, args.first_seed + args.seeds)
