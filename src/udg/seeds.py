@@ -30,6 +30,7 @@ PURPOSES: dict[str, str] = {
     "rollouts": "start states and sampled transitions of model rollouts",
     "evaluation": "seeds of evaluation episodes",
     "random_data": "the uniformly random baseline's actions and resets",
+    "reference": "the uniformly random reference policy's actions (online reference returns)",
 }
 """The named purposes, each with what it seeds."""
 
