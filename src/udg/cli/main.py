@@ -262,9 +262,12 @@ class Demo:
     expert_steps: int | None = None
     """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
-    """Where MOPO cells run: local (in-process) or ray."""
+    """Where MOPO populations run: local (in-process) or ray (one task per population)."""
     address: str | None = None
     """Address of an existing Ray cluster (default: start a local one)."""
+    population_cells: int | None = None
+    """Most MOPO cells trained as one computation (default: every cell with the same settings;
+    1 trains the cells one by one)."""
 
     def run(self) -> None:
         from udg.cli import commands
@@ -291,9 +294,12 @@ class Experiment:
     expert_steps: int | None = None
     """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
-    """Where MOPO cells run: local (in-process) or ray."""
+    """Where MOPO populations run: local (in-process) or ray (one task per population)."""
     address: str | None = None
     """Address of an existing Ray cluster (default: start a local one)."""
+    population_cells: int | None = None
+    """Most MOPO cells trained as one computation (default: every cell with the same settings;
+    1 trains the cells one by one)."""
 
     def run(self) -> None:
         import dataclasses
@@ -308,6 +314,80 @@ class Experiment:
         commands.pipeline(self.name, dataclasses.replace(self, out=out))
 
 
+@dataclass(frozen=True)
+class Plot:
+    """Draw the learning curves of finished `udg offline` runs in one figure (x: SAC updates) and
+    print each run's last, best and mean-of-the-last-quarter evaluation return."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Offline run folders (named in the legend by their shortest distinct trailing path)."""
+    out: Path
+    """PNG to write."""
+    title: str = ""
+    """Figure title."""
+    json: bool = False
+    """Print JSON instead of a table."""
+
+    def run(self) -> None:
+        from udg.cli import verbs
+
+        verbs.plot_runs(self.runs, self.out, title=self.title, as_json=self.json)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Run a finished offline run's saved policy deterministically in the real env and print each
+    episode's steps, termination, final position, displacement and task return."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The offline run folder."""
+    task: str | None = None
+    """Task to score the episodes under (default: the run's own; any task of its env)."""
+    episodes: int = 5
+    """Number of episodes."""
+    seed: int | None = None
+    """Seed of the episodes' resets (default: the run's, at its last evaluation: with the run's
+    --episodes and episode length these are the episodes its last_return averaged)."""
+    episode_length: int | None = None
+    """Episode time limit (default: the run's evaluation limit, else the env's)."""
+    json: bool = False
+    """Print JSON instead of a table."""
+
+    def run(self) -> None:
+        from udg.cli import verbs
+
+        verbs.evaluate_run(
+            self.run_dir,
+            self.task,
+            self.episodes,
+            seed=self.seed,
+            episode_length=self.episode_length,
+            as_json=self.json,
+        )
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """The pairwise exact W1 table of a finished generate run's agents (the feature states of
+    each agent's last episodes) against as many uniformly random policies, with each policy's
+    median reach, mean heading and its consistency."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The generate run folder."""
+    episodes: int = 10
+    """Last episodes per agent (and random episodes per random policy)."""
+    columns: tuple[str, ...] | None = None
+    """Info columns to measure (default: the run's features; the first two give reach and
+    heading), e.g. --columns x_position y_position for a run whose features were velocities."""
+    json: bool = False
+    """Print JSON instead of tables."""
+
+    def run(self) -> None:
+        from udg.cli import verbs
+
+        verbs.diversity_run(self.run_dir, self.episodes, self.columns, as_json=self.json)
+
+
 Command = (
     Annotated[Tasks, tyro.conf.subcommand("tasks")]
     | Annotated[CollectRandom, tyro.conf.subcommand("collect-random")]
@@ -318,6 +398,9 @@ Command = (
     | Annotated[Offline, tyro.conf.subcommand("offline")]
     | Annotated[Demo, tyro.conf.subcommand("demo")]
     | Annotated[Experiment, tyro.conf.subcommand("experiment")]
+    | Annotated[Plot, tyro.conf.subcommand("plot")]
+    | Annotated[Evaluate, tyro.conf.subcommand("evaluate")]
+    | Annotated[Diversity, tyro.conf.subcommand("diversity")]
 )
 
 
