@@ -316,8 +316,9 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Plot:
-    """Draw the learning curves of finished `udg offline` runs in one figure (x: SAC updates) and
-    print each run's last, best and mean-of-the-last-quarter evaluation return."""
+    """Draw the learning curves of `udg offline` runs (an interrupted one's so far) in one figure
+    (x: SAC updates) and print each run's last, best and mean-of-the-last-quarter evaluation
+    return."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
     """Offline run folders (named in the legend by their shortest distinct trailing path)."""
