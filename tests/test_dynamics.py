@@ -238,30 +238,27 @@ def test_training_is_deterministic_given_key():
 
 
 @pytest.mark.parametrize("penalty", ["max_sigma", "disagreement"])
-def test_penalty_nonnegative_and_zero_coef(trained, penalty):
+def test_penalty_is_positive_and_the_outputs_follow_the_observation(trained, penalty):
     model, _, (obs, act, _, _) = trained
-    key = jax.random.key(11)
-    next_obs, reward, penalised, u = step_jit(model, key, obs[:64], act[:64], penalty, 0.0)
-    assert next_obs.shape == (64, OBS_DIM) and reward.shape == penalised.shape == u.shape == (64,)
+    next_obs, outputs, u = step_jit(model, jax.random.key(11), obs[:64], act[:64], penalty)
+    assert next_obs.shape == (64, OBS_DIM) and outputs.shape == (64, 1) and u.shape == (64,)
+    assert model.outputs == ("reward",)
     assert np.all(np.asarray(u) > 0)  # >= 0 by construction; > 0 as members differ
-    np.testing.assert_array_equal(penalised, reward)
-    _, reward2, penalised2, u2 = step_jit(model, key, obs[:64], act[:64], penalty, 2.5)
-    np.testing.assert_allclose(penalised2, reward2 - 2.5 * u2, rtol=1e-6, atol=1e-6)
 
 
 def test_unknown_penalty_lists_known(trained):
     model, _, (obs, act, _, _) = trained
     with pytest.raises(ValueError, match="disagreement.*max_sigma"):
-        step_jit(model, jax.random.key(0), obs[:4], act[:4], "aleatoric", 1.0)
+        step_jit(model, jax.random.key(0), obs[:4], act[:4], "aleatoric")
 
 
 def test_step_zero_variance_is_the_mean_and_key_reproducible(trained):
     model, _, (obs, act, _, _) = trained
     tied = zero_variance(model, identical_members=True)
     mean, _ = predict_jit(tied, obs[:8], act[:8])
-    next_obs, reward, _, u_dis = step_jit(tied, jax.random.key(1), obs[:8], act[:8], "disagreement")
+    next_obs, outputs, u_dis = step_jit(tied, jax.random.key(1), obs[:8], act[:8], "disagreement")
     np.testing.assert_allclose(next_obs, obs[:8] + mean[0, :, :-1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(reward, mean[0, :, -1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs[:, 0], mean[0, :, -1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(u_dis, 0.0, atol=1e-5)
     first = step_jit(model, jax.random.key(2), obs[:8], act[:8])
     again = step_jit(model, jax.random.key(2), obs[:8], act[:8])
@@ -276,7 +273,8 @@ def test_step_samples_only_elites(trained):
     rows = 256
     o, a = np.repeat(obs[:1], rows, 0), np.repeat(act[:1], rows, 0)
     mean, _ = predict_jit(sharp, o[:1], a[:1])  # [E, 1, o + 1]
-    _, reward, _, _ = step_jit(sharp, jax.random.key(4), o, a)
+    _, outputs, _ = step_jit(sharp, jax.random.key(4), o, a)
+    reward = outputs[:, 0]
     # Which member produced each row: the one whose mean reward matches.
     member = np.argmin(np.abs(np.asarray(reward)[:, None] - np.asarray(mean)[None, :, 0, -1]), 1)
     assert set(member.tolist()) == set(np.asarray(model.elite_indices).tolist())
@@ -363,3 +361,20 @@ def test_input_and_config_validation():
         DynamicsConfig(activation="gelu2")
     with pytest.raises(ValueError, match="num_elites"):
         DynamicsConfig(num_elites=8)
+
+
+@pytest.mark.parametrize("outputs", [(), ("x_velocity", "healthy")])
+def test_a_model_predicts_named_columns_or_only_the_observation(tmp_path, outputs):
+    # A model shared by every task predicts the info columns the observation lacks (maybe
+    # none) instead of one task's reward; the names travel with the file.
+    obs, act, next_obs, rew = linear_system(n=300)
+    extra = np.stack([rew, -rew], axis=-1)[:, : len(outputs)]
+    quick = dataclasses.replace(TINY, max_epochs=2)
+    model, _ = train_dynamics(quick, jax.random.key(0), obs, act, next_obs, extra, outputs=outputs)
+    mean, _ = predict_jit(model, obs[:4], act[:4])
+    next_pred, out, _ = step_jit(model, jax.random.key(1), obs[:4], act[:4])
+    assert mean.shape == (3, 4, OBS_DIM + len(outputs)) and out.shape == (4, len(outputs))
+    save_model(model, tmp_path / "m.msgpack", "ant")
+    assert load_model(tmp_path / "m.msgpack").outputs == outputs
+    with pytest.raises(ValueError, match="2 extra columns but 1 output names"):
+        train_dynamics(quick, jax.random.key(0), obs, act, next_obs, np.stack([rew, rew], -1))

@@ -42,6 +42,9 @@ class EnvSpec:
     """Info columns forming the diversity feature vector (SPEC section 3)."""
     terminated: Callable | None
     """Termination rule ``terminated(next_observations, xp=np) -> bool[...]``; None if unknown."""
+    observed_columns: tuple[tuple[str, int], ...] = ()
+    """Info columns that equal an entry of the next observation, as (column, index): a model
+    rollout reads them from its predicted observation instead of predicting them again."""
     offline_observation_dims: int | None = None
     """Leading observation entries the offline learner (dynamics model and MOPO policy) sees by
     default; None: all of them."""
@@ -59,6 +62,7 @@ _POINT = EnvSpec(
     info_columns=POINT_INFO_COLUMNS,
     feature_columns=("x_position", "y_position"),
     terminated=never_terminated,
+    observed_columns=(("x_position", 0), ("y_position", 1), ("x_velocity", 2), ("y_velocity", 3)),
     description="built-in 2-D point mass with inertia (NumPy); obs (x, y, vx, vy)",
 )
 
@@ -80,6 +84,7 @@ ENVS: dict[str, EnvSpec] = {
         info_columns=ANT_INFO_COLUMNS,
         feature_columns=("x_position", "y_position"),
         terminated=ant_terminated,
+        observed_columns=(("z_position", 0),),  # qpos[2]; the obs leaves out x and y
         # The 13 joint positions and 14 velocities, without the 78 contact forces: MOPO's (and
         # MBPO's) truncated Ant, whose model need not predict spiky contact forces.
         offline_observation_dims=27,
@@ -94,6 +99,7 @@ ENVS: dict[str, EnvSpec] = {
         info_columns=HALFCHEETAH_INFO_COLUMNS,
         feature_columns=("x_position", "z_position"),
         terminated=never_terminated,
+        observed_columns=(("z_position", 0), ("pitch", 1)),  # qpos[1:3]; the obs leaves out x
         foreign_gym_ids=("HalfCheetah-v5",),
         description="Gymnasium HalfCheetah-v5 (obs 17, act 6); no termination",
     ),
@@ -109,6 +115,18 @@ def register_envs() -> None:
                 entry_point=spec.entry_point,
                 max_episode_steps=spec.max_episode_steps,
             )
+
+
+def observed_columns(spec: EnvSpec, dims: int | None = None) -> tuple[tuple[str, int], ...]:
+    """:attr:`EnvSpec.observed_columns` within the first ``dims`` observation entries."""
+    return tuple((name, i) for name, i in spec.observed_columns if dims is None or i < dims)
+
+
+def predicted_columns(spec: EnvSpec, dims: int | None = None) -> tuple[str, ...]:
+    """The info columns a task-independent dynamics model of the first ``dims`` observation
+    entries predicts: those they do not hold (:func:`observed_columns`)."""
+    observed = {name for name, _ in observed_columns(spec, dims)}
+    return tuple(c for c in spec.info_columns if c not in observed)
 
 
 def get_env_spec(name: str) -> EnvSpec:

@@ -3,7 +3,9 @@
 A task is a reward that is a pure, vectorised function of stored columns: ``observations``,
 ``actions``, ``next_observations`` (``[N, dim]``) and the environment's info columns (``[N]``,
 the values reported after each step). Any dataset of the task's environment can therefore be
-relabelled for it without a simulator. Tasks come in parameterised families
+relabelled for it without a simulator. The function is written once over an array namespace
+``xp``: NumPy relabels datasets, ``jax.numpy`` computes the reward of a model rollout from the
+model's predicted columns inside MOPO's jitted epoch (:meth:`TaskSpec.jax_reward`). Tasks come in parameterised families
 (``point-angle-<deg>``, ``rooms-angle-<deg>``, ``rooms-goal-<x>,<y>``, ``ant-angle-<deg>``,
 ``cheetah-cz-<value>``) parsed by an explicit pattern each, plus named tasks (``ant-outward``,
 ``cheetah-jump``, ``cheetah-crawl``, ``cheetah-run``).
@@ -15,6 +17,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +26,8 @@ from udg.envs.rooms import ARENA_HALF, CTRL_COST
 from udg.errors import UdgError
 
 Columns = Mapping[str, np.ndarray]
-RewardFn = Callable[[Columns], np.ndarray]
+RewardFn = Callable[..., np.ndarray]
+"""``reward_fn(columns, xp) -> [N]``, with ``xp`` NumPy or ``jax.numpy``."""
 
 POINT_CTRL_COST = 0.1
 ROOMS_CTRL_COST = CTRL_COST
@@ -50,7 +54,7 @@ class TaskSpec:
     columns: tuple[str, ...]
     """Info columns the reward reads (besides observations and actions)."""
     reward_fn: RewardFn
-    """``reward_fn(columns) -> [N]`` float64 rewards."""
+    """``reward_fn(columns, xp) -> [N]`` rewards, over the array namespace ``xp``."""
 
     def reward(self, columns: Columns) -> np.ndarray:
         """The task's reward of every transition in ``columns``; ``[N]`` float64."""
@@ -59,7 +63,13 @@ class TaskSpec:
             raise UdgError(
                 f"task {self.name} needs column(s) {', '.join(missing)} which the data lacks"
             )
-        return np.asarray(self.reward_fn(columns), dtype=np.float64)
+        return np.asarray(self.reward_fn(columns, np), dtype=np.float64)
+
+    def jax_reward(self, columns: Mapping[str, Any]) -> Any:
+        """The same reward of JAX arrays (traceable under jit and vmap); ``[N]``."""
+        import jax.numpy as jnp
+
+        return self.reward_fn(columns, jnp)
 
     @property
     def terminated(self):
@@ -67,19 +77,21 @@ class TaskSpec:
         return get_env_spec(self.env).terminated
 
 
-def _squared_norm(actions: np.ndarray) -> np.ndarray:
-    return np.sum(np.square(np.asarray(actions, dtype=np.float64)), axis=-1)
+def _squared_norm(actions, xp=np):
+    if xp is np:  # relabelling sums in float64; JAX keeps the rollout's float32
+        actions = np.asarray(actions, dtype=np.float64)
+    return xp.sum(xp.square(actions), axis=-1)
 
 
 def point_angle(degrees: float) -> TaskSpec:
     """Velocity along (cos theta, sin theta) minus a small control cost, on ``point``."""
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
-    def reward(cols: Columns) -> np.ndarray:
+    def reward(cols: Columns, xp=np) -> np.ndarray:
         return (
             c * cols["x_velocity"]
             + s * cols["y_velocity"]
-            - POINT_CTRL_COST * _squared_norm(cols["actions"])
+            - POINT_CTRL_COST * _squared_norm(cols["actions"], xp)
         )
 
     return TaskSpec(
@@ -93,7 +105,7 @@ def point_angle(degrees: float) -> TaskSpec:
 
 def _displacement(cols: Columns) -> np.ndarray:
     """The position's change over each step, ``[N, 2]``, from the stored observations."""
-    return np.asarray(cols["next_observations"])[:, :2] - np.asarray(cols["observations"])[:, :2]
+    return cols["next_observations"][:, :2] - cols["observations"][:, :2]
 
 
 def rooms_angle(degrees: float) -> TaskSpec:
@@ -105,9 +117,9 @@ def rooms_angle(degrees: float) -> TaskSpec:
     """
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
-    def reward(cols: Columns) -> np.ndarray:
+    def reward(cols: Columns, xp=np) -> np.ndarray:
         d = _displacement(cols)  # [N, 2]
-        return c * d[:, 0] + s * d[:, 1] - ROOMS_CTRL_COST * _squared_norm(cols["actions"])
+        return c * d[:, 0] + s * d[:, 1] - ROOMS_CTRL_COST * _squared_norm(cols["actions"], xp)
 
     return TaskSpec(
         name=f"rooms-angle-{degrees:g}",
@@ -134,8 +146,8 @@ def rooms_goal(x: float, y: float) -> TaskSpec:
             f"goal ({x:g}, {y:g}) lies outside the rooms arena [-{ARENA_HALF:g}, {ARENA_HALF:g}]^2"
         )
 
-    def reward(cols: Columns) -> np.ndarray:
-        return -np.hypot(cols["x_position"] - x, cols["y_position"] - y)
+    def reward(cols: Columns, xp=np) -> np.ndarray:
+        return -xp.hypot(cols["x_position"] - x, cols["y_position"] - y)
 
     return TaskSpec(
         name=f"rooms-goal-{x:g},{y:g}",
@@ -150,17 +162,19 @@ ANT_COSTS_FORMULA = f"healthy - {ANT_CTRL_COST} |a|^2 - 5e-4 |clip(cfrc_ext, -1,
 ANT_COST_COLUMNS = ("healthy", "contact_cost")
 
 
-def _ant_survival(cols: Columns) -> np.ndarray:
+def _ant_survival(cols: Columns, xp=np) -> np.ndarray:
     """Ant-v5's reward without its forward term: healthy bonus less control and contact costs."""
-    return cols["healthy"] - ANT_CTRL_COST * _squared_norm(cols["actions"]) - cols["contact_cost"]
+    return (
+        cols["healthy"] - ANT_CTRL_COST * _squared_norm(cols["actions"], xp) - cols["contact_cost"]
+    )
 
 
 def ant_angle(degrees: float) -> TaskSpec:
     """Ant-v5's reward with the forward term turned to angle theta (SPEC section 4)."""
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
 
-    def reward(cols: Columns) -> np.ndarray:
-        return c * cols["x_velocity"] + s * cols["y_velocity"] + _ant_survival(cols)
+    def reward(cols: Columns, xp=np) -> np.ndarray:
+        return c * cols["x_velocity"] + s * cols["y_velocity"] + _ant_survival(cols, xp)
 
     return TaskSpec(
         name=f"ant-angle-{degrees:g}",
@@ -182,10 +196,10 @@ def ant_outward() -> TaskSpec:
     jitter as much as travel.)
     """
 
-    def reward(cols: Columns) -> np.ndarray:
+    def reward(cols: Columns, xp=np) -> np.ndarray:
         x, y = cols["x_position"], cols["y_position"]
-        radius = np.maximum(np.hypot(x, y), ANT_MIN_RADIUS)
-        return (cols["x_velocity"] * x + cols["y_velocity"] * y) / radius + _ant_survival(cols)
+        radius = xp.maximum(xp.hypot(x, y), ANT_MIN_RADIUS)
+        return (cols["x_velocity"] * x + cols["y_velocity"] * y) / radius + _ant_survival(cols, xp)
 
     return TaskSpec(
         name="ant-outward",
@@ -199,10 +213,10 @@ def ant_outward() -> TaskSpec:
 def cheetah_cz(c_z: float, name: str | None = None) -> TaskSpec:
     """Capped forward speed plus ``c_z`` times the torso's height change (jump/crawl)."""
 
-    def reward(cols: Columns) -> np.ndarray:
+    def reward(cols: Columns, xp=np) -> np.ndarray:
         return (
-            np.minimum(cols["x_velocity"], CHEETAH_SPEED_CAP)
-            - CHEETAH_CTRL_COST * _squared_norm(cols["actions"])
+            xp.minimum(cols["x_velocity"], CHEETAH_SPEED_CAP)
+            - CHEETAH_CTRL_COST * _squared_norm(cols["actions"], xp)
             + c_z * (cols["z_position"] - CHEETAH_Z_INIT)
         )
 
@@ -218,8 +232,8 @@ def cheetah_cz(c_z: float, name: str | None = None) -> TaskSpec:
 def cheetah_run() -> TaskSpec:
     """HalfCheetah-v5's own reward: forward velocity minus 0.1 |a|^2."""
 
-    def reward(cols: Columns) -> np.ndarray:
-        return cols["x_velocity"] - CHEETAH_CTRL_COST * _squared_norm(cols["actions"])
+    def reward(cols: Columns, xp=np) -> np.ndarray:
+        return cols["x_velocity"] - CHEETAH_CTRL_COST * _squared_norm(cols["actions"], xp)
 
     return TaskSpec(
         name="cheetah-run",

@@ -185,24 +185,30 @@ class DynamicsModel(struct.PyTreeNode):
     obs_dim: int = struct.field(pytree_node=False)
     act_dim: int = struct.field(pytree_node=False)
     config: DynamicsConfig = struct.field(pytree_node=False)
+    outputs: tuple[str, ...] = struct.field(pytree_node=False, default=("reward",))
+    """Names of the predicted columns after the observation's change: ``("reward",)`` for a
+    model that learns a task's reward (MOPO's), the env's info columns for one shared by every
+    task (the rollout computes each task's reward from them); may be empty."""
 
 
 def _as_transitions(
-    observations: Any, actions: Any, next_observations: Any, rewards: Any
+    observations: Any, actions: Any, next_observations: Any, extra: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     obs = np.asarray(observations, np.float32)
     act = np.asarray(actions, np.float32)
     next_obs = np.asarray(next_observations, np.float32)
-    rew = np.asarray(rewards, np.float32).reshape(-1)
-    if obs.ndim != 2 or act.ndim != 2 or next_obs.shape != obs.shape:
+    extra = np.asarray(extra, np.float32)
+    extra = extra.reshape(len(extra), -1) if extra.ndim == 1 else extra  # [N, k]
+    if obs.ndim != 2 or act.ndim != 2 or next_obs.shape != obs.shape or extra.ndim != 2:
         raise ValueError(
-            f"expected observations [N, o], actions [N, a], next_observations [N, o]; got "
-            f"{obs.shape}, {act.shape}, {next_obs.shape}"
+            f"expected observations [N, o], actions [N, a], next_observations [N, o] and "
+            f"extra columns [N] or [N, k]; got {obs.shape}, {act.shape}, {next_obs.shape}, "
+            f"{extra.shape}"
         )
-    if not len(obs) == len(act) == len(rew):
-        raise ValueError(f"row counts differ: {len(obs)}, {len(act)}, {len(rew)} rewards")
+    if not len(obs) == len(act) == len(extra):
+        raise ValueError(f"row counts differ: {len(obs)}, {len(act)}, {len(extra)} extra rows")
     inputs = np.concatenate([obs, act], axis=-1)  # [N, o + a]
-    targets = np.concatenate([next_obs - obs, rew[:, None]], axis=-1)  # [N, o + 1]
+    targets = np.concatenate([next_obs - obs, extra], axis=-1)  # [N, o + k]
     if not (np.isfinite(inputs).all() and np.isfinite(targets).all()):
         raise ValueError("transitions contain NaN or inf")
     return inputs, targets
@@ -214,20 +220,27 @@ def train_dynamics(
     observations: Any,
     actions: Any,
     next_observations: Any,
-    rewards: Any,
+    extra: Any,
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
+    outputs: tuple[str, ...] = ("reward",),
 ) -> tuple[DynamicsModel, dict[str, Any]]:
-    """Fit the ensemble to transitions [N, o], [N, a], [N, o], [N] (deterministic given key).
+    """Fit the ensemble to transitions [N, o], [N, a], [N, o] and the extra predicted columns
+    ``extra`` ([N] or [N, k], named ``outputs``: a reward, or info columns); deterministic
+    given ``key``.
 
     ``on_epoch(epoch, holdout_losses [E])`` is called after every epoch (1-based) with that
     epoch's per-member holdout MSE, e.g. for a progress bar.
     """
-    inputs, targets = _as_transitions(observations, actions, next_observations, rewards)
+    inputs, targets = _as_transitions(observations, actions, next_observations, extra)
+    obs_dim = inputs.shape[1] - np.shape(actions)[1]
+    if targets.shape[1] - obs_dim != len(outputs):
+        raise ValueError(
+            f"{targets.shape[1] - obs_dim} extra columns but {len(outputs)} output names"
+        )
     n = len(inputs)
     holdout_size = min(int(n * config.holdout_ratio), config.max_holdout)
     if holdout_size < 1 or n - holdout_size < 1:
         raise ValueError(f"{n} transitions are too few for a holdout split")
-    obs_dim = targets.shape[1] - 1
     key_split, key_init, key_train = jax.random.split(key, 3)
     perm = np.asarray(jax.random.permutation(key_split, n))
     hold_idx, train_idx = perm[:holdout_size], perm[holdout_size:]
@@ -267,6 +280,7 @@ def train_dynamics(
         obs_dim=obs_dim,
         act_dim=inputs.shape[1] - obs_dim,
         config=config,
+        outputs=tuple(outputs),
     )
     best, elites = np.asarray(best_losses), np.asarray(elite_indices)
     metrics = {
@@ -300,23 +314,23 @@ def _predict_members(
 
 
 def predict(model: DynamicsModel, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every member's Gaussian over (next_obs - obs, reward): mean, logvar [E, B, o + 1]."""
+    """Every member's Gaussian over (next_obs - obs, outputs): mean, logvar [E, B, o + k]."""
     return _predict_members(model, model.params, obs, act)
 
 
-def _max_sigma(mean: jax.Array, std: jax.Array) -> jax.Array:
-    # MOPO: max over elites of the norm of the predicted std (delta and reward dims).
+def _max_sigma(mean: jax.Array, std: jax.Array, obs_dim: int) -> jax.Array:
+    # MOPO: max over elites of the norm of the predicted std (every predicted dim).
     return jnp.max(jnp.linalg.norm(std, axis=-1), axis=0)
 
 
-def _disagreement(mean: jax.Array, std: jax.Array) -> jax.Array:
+def _disagreement(mean: jax.Array, std: jax.Array, obs_dim: int) -> jax.Array:
     # OfflineRL-Kit "pairwise-diff": max over elites of the distance of each elite's
     # next-state mean to the mean of the elites' means (obs part only).
-    delta = mean[..., :-1]  # [M, B, o]
+    delta = mean[..., :obs_dim]  # [M, B, o]
     return jnp.max(jnp.linalg.norm(delta - jnp.mean(delta, axis=0), axis=-1), axis=0)
 
 
-PENALTIES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+PENALTIES: dict[str, Callable[[jax.Array, jax.Array, int], jax.Array]] = {
     "max_sigma": _max_sigma,
     "disagreement": _disagreement,
 }
@@ -328,18 +342,17 @@ def step(
     obs: jax.Array,
     act: jax.Array,
     penalty: str = "max_sigma",
-    penalty_coef: float = 1.0,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sample one model transition per row from a random elite (MOPO).
 
-    obs [B, o], act [B, a] -> next_obs [B, o], reward [B], penalised_reward [B] =
-    reward - penalty_coef * u, uncertainty u [B] (>= 0, unnormalised units; see PENALTIES).
-    ``penalty`` must be static under jit.
+    obs [B, o], act [B, a] -> next_obs [B, o], the predicted ``model.outputs`` [B, k] and the
+    uncertainty u [B] (>= 0, unnormalised units; see PENALTIES). ``penalty`` must be static
+    under jit.
     """
     if penalty not in PENALTIES:
         raise ValueError(f"unknown penalty {penalty!r}; known: {sorted(PENALTIES)}")
     elite_params = jax.tree_util.tree_map(lambda p: p[model.elite_indices], model.params)
-    mean, logvar = _predict_members(model, elite_params, obs, act)  # [M, B, o + 1]
+    mean, logvar = _predict_members(model, elite_params, obs, act)  # [M, B, o + k]
     std = jnp.exp(0.5 * logvar)
     key_member, key_noise = jax.random.split(key)
     batch = obs.shape[0]
@@ -347,16 +360,16 @@ def step(
     rows = jnp.arange(batch)
     sample = mean[member, rows] + std[member, rows] * jax.random.normal(
         key_noise, mean.shape[1:], mean.dtype
-    )  # [B, o + 1]
-    next_obs = obs + sample[:, :-1]
-    reward = sample[:, -1]
-    uncertainty = PENALTIES[penalty](mean, std)  # [B]
-    return next_obs, reward, reward - penalty_coef * uncertainty, uncertainty
+    )  # [B, o + k]
+    next_obs = obs + sample[:, : model.obs_dim]
+    uncertainty = PENALTIES[penalty](mean, std, model.obs_dim)  # [B]
+    return next_obs, sample[:, model.obs_dim :], uncertainty
 
 
 _MAGIC = b"UDGDYN\x00\x01"
 _NORMALISER_KEYS = ("input_mean", "input_std", "target_mean", "target_std")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""Version 2 names the predicted columns (``outputs``); version 1 files predict a reward."""
 
 
 def _config_from_json(raw: dict[str, Any]) -> DynamicsConfig:
@@ -387,6 +400,7 @@ def save_model(model: DynamicsModel, path: str | os.PathLike[str], env_name: str
             "env_name": env_name,
             "obs_dim": model.obs_dim,
             "act_dim": model.act_dim,
+            "outputs": list(model.outputs),
             "config": dataclasses.asdict(model.config),
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
         }
@@ -415,9 +429,10 @@ def load_model(
             int(header["act_dim"]),
         )
         digest = header["payload_sha256"]
+        outputs = tuple(str(o) for o in header.get("outputs", ["reward"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: corrupt or truncated header ({exc})") from None
-    if header.get("format") != "udg-dynamics" or header.get("version") != _FORMAT_VERSION:
+    if header.get("format") != "udg-dynamics" or header.get("version") not in (1, 2):
         raise ValueError(
             f"{path}: format {header.get('format')!r} version {header.get('version')}, "
             f"expected 'udg-dynamics' version {_FORMAT_VERSION}"
@@ -441,7 +456,7 @@ def load_model(
         raise ValueError(f"{path}: corrupt payload ({exc})") from None
 
     template = jax.eval_shape(
-        lambda: init_ensemble(config, jax.random.key(0), obs_dim + act_dim, obs_dim + 1)
+        lambda: init_ensemble(config, jax.random.key(0), obs_dim + act_dim, obs_dim + len(outputs))
     )
     expected = jax.tree_util.tree_map(lambda s: tuple(s.shape), template)
     got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), params)
@@ -453,7 +468,7 @@ def load_model(
         (elites >= 0) & (elites < config.ensemble_size)
     ):
         raise ValueError(f"{path}: invalid elite indices {elites.tolist()}")
-    in_dim, out_dim = obs_dim + act_dim, obs_dim + 1
+    in_dim, out_dim = obs_dim + act_dim, obs_dim + len(outputs)
     if [v.shape for v in norm.values()] != [(in_dim,), (in_dim,), (out_dim,), (out_dim,)]:
         raise ValueError(
             f"{path}: normaliser shapes do not match obs_dim={obs_dim}, act_dim={act_dim}"
@@ -466,4 +481,5 @@ def load_model(
         obs_dim=obs_dim,
         act_dim=act_dim,
         config=config,
+        outputs=outputs,
     )
