@@ -1,96 +1,89 @@
-"""Wall time of one MOPO epoch (a rollout refresh plus 1000 SAC updates), paper vs small.
+"""Stage 2 as one computation against cell by cell, side by side in one run.
 
-The data are synthetic Ant-v5-shaped transitions (obs 105, act 8); the dynamics ensemble is fit
-for one epoch only, since its quality does not change the cost of an epoch. Each setting is
-timed after a warm-up epoch (compilation excluded), best of ``--repeats``.
+A grid of MOPO cells at the demo preset on the rooms env (tasks x seeds, each selecting the
+top-1 of two uniformly random datasets) is run three ways in fresh folders:
 
-    .venv/bin/python benchmarks/bench_mopo.py [--transitions 100000] [--repeats 2]
+- ``per-cell``: each cell alone in its own folder, fitting its own model (stage 2 before the
+  populations: one process-local cell at a time, one model fit per cell);
+- ``shared models``: cell by cell, but one model per distinct (data, seed) in the grid;
+- ``population``: every cell in one population (one jitted epoch for all cells).
+
+It prints the wall time, the model fits and the ratios.
+
+    .venv/bin/python benchmarks/bench_mopo.py [--seeds 2] [--steps 8000]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from udg.devices import use_cpu_cores
 
-from udg.data.dataset import Episode, dataset_from_episodes
-from udg.envs.mujoco import ANT_INFO_COLUMNS
-from udg.envs.tasks import get_task
-from udg.experiments import offline
-from udg.experiments.offline_config import mopo_preset
+use_cpu_cores()
 
+from udg.data.collect import random_episodes  # noqa: E402
+from udg.data.minari_io import dataset_id_for, write_dataset  # noqa: E402
+from udg.experiments.grid import Cell, run_cells  # noqa: E402
+from udg.experiments.offline import OfflineConfig, model_fits  # noqa: E402
+from udg.experiments.offline_config import mopo_preset  # noqa: E402
+from udg.experiments.runs import git_revision, machine_description  # noqa: E402
 
-def synthetic_ant(transitions: int, rng: np.random.Generator):
-    episodes = []
-    for _ in range(transitions // 1000):
-        obs = rng.standard_normal((1001, 105))
-        obs[:, 0] = 0.6  # a healthy torso height, so rollouts do not terminate at once
-        episodes.append(
-            Episode(
-                obs,
-                rng.uniform(-1, 1, (1000, 8)),
-                rng.standard_normal(1000),
-                np.zeros(1000, bool),
-                np.arange(1000) == 999,
-                {k: rng.standard_normal(1001) for k in ANT_INFO_COLUMNS},
-            )
-        )
-    return dataset_from_episodes("synthetic-ant", "ant", episodes)
-
-
-def time_epoch(scale: str, data, repeats: int) -> dict:
-    task = get_task("ant-angle-0")
-    mopo = mopo_preset("ant", scale)
-    mopo = dataclasses.replace(
-        mopo, eval_every=10**6, dynamics=dataclasses.replace(mopo.dynamics, max_epochs=1)
-    )
-    data = data.with_task_rewards(task.name, data.rewards)
-    with tempfile.TemporaryDirectory() as out:
-        config = offline.OfflineConfig(task=task.name, mopo=mopo)
-        run = offline.start_run(config, data, task, Path(out))
-        offline.fit_model(run)
-        offline.run_epoch(run)  # compile
-        best = {"epoch": float("inf")}
-        for _ in range(repeats):
-            run.timings = dict.fromkeys(run.timings, 0.0)
-            start = time.perf_counter()
-            offline.run_epoch(run)
-            total = time.perf_counter() - start
-            if total < best["epoch"]:
-                best = {
-                    "epoch": total,
-                    "rollouts": run.timings["rollouts"],
-                    "updates": run.timings["updates"],
-                }
-    best["rollout_batch"] = mopo.rollout_batch_size
-    best["horizon"] = mopo.rollout_length
-    best["updates_per_epoch"] = mopo.steps_per_epoch
-    best["epochs"] = mopo.epochs
-    return best
+TASKS = ("rooms-angle-0", "rooms-angle-120", "rooms-goal-4,4")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transitions", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8000, help="transitions per dataset")
     args = parser.parse_args()
-    data = synthetic_ant(args.transitions, np.random.default_rng(0))
-    print(f"MOPO epoch on {args.transitions:,} synthetic Ant-v5 transitions (obs 105, act 8)")
-    print(
-        f"{'scale':<8}{'rollouts':>10}{'h':>4}{'updates':>9}{'epoch s':>10}{'refresh s':>11}"
-        f"{'updates s':>11}{'epochs':>8}{'all epochs h':>14}"
-    )
-    for scale in ("small", "paper"):
-        r = time_epoch(scale, data, args.repeats)
+    mopo = mopo_preset("rooms", "demo")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for i in range(2):
+            episodes = random_episodes("rooms", args.steps, seed=100 + i)
+            write_dataset(episodes, root / "data", dataset_id_for("rooms", f"r{i}"), "rooms")
+        data = (str(root / "data"),)
+
+        def grid(name: str) -> list[Cell]:
+            return [
+                Cell(
+                    data="udg",
+                    config=OfflineConfig(task=task, select="top1", seed=seed, mopo=mopo),
+                    datasets=data,
+                    out=str(root / name / f"{task}-{seed}"),
+                )
+                for task in TASKS
+                for seed in range(args.seeds)
+            ]
+
+        timings, fits = {}, {}
+        for name in ("per-cell", "shared models", "population"):
+            cells = grid(name)
+            start = time.perf_counter()
+            if name == "per-cell":
+                results = {}
+                for cell in cells:  # each in its own work folder: its own model
+                    results |= run_cells([cell], work=Path(cell.out) / "work")
+            else:
+                results = run_cells(
+                    cells, work=root / name / "work", max_cells=1 if name != "population" else None
+                )
+            timings[name] = time.perf_counter() - start
+            fits[name] = model_fits(list(results.values()))
+            returns = [round(r["last_return"], 2) for r in results.values()]
+            print(f"{name:>14}: {timings[name]:6.1f} s, {fits[name]} model fits, returns {returns}")
+        cells = len(TASKS) * args.seeds
         print(
-            f"{scale:<8}{r['rollout_batch']:>10,}{r['horizon']:>4}{r['updates_per_epoch']:>9}"
-            f"{r['epoch']:>10.2f}{r['rollouts']:>11.2f}{r['updates']:>11.2f}{r['epochs']:>8}"
-            f"{r['epoch'] * r['epochs'] / 3600:>14.1f}"
+            f"{cells} cells at rooms/demo ({mopo.epochs} epochs x {mopo.steps_per_epoch} updates, "
+            f"batch {mopo.sac.batch_size}); population vs per-cell: "
+            f"{timings['per-cell'] / timings['population']:.2f}x faster, vs shared models "
+            f"one by one: {timings['shared models'] / timings['population']:.2f}x; per-cell "
+            f"cost in the population {timings['population'] / timings['per-cell']:.2f} of alone"
         )
+        print(f"revision {git_revision()}, machine {machine_description()}")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ def test_scanned_rollout_equals_python_loop(tiny_model):
     for h, step_key in enumerate(jax.random.split(key, 4)):
         act_key, model_key = jax.random.split(step_key)
         act = sac.sample_actions_single(agent, obs, act_key)
-        next_obs, raw, pen, unc = dynamics.step(model, model_key, obs, act, "max_sigma", 0.5)
+        next_obs, outputs, unc = dynamics.step(model, model_key, obs, act, "max_sigma")
         np.testing.assert_allclose(scanned["observations"][h], obs, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(scanned["rewards"][h], pen, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scanned["raw_rewards"][h], outputs[:, 0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(
             scanned["raw_rewards"][h] - scanned["rewards"][h], 0.5 * unc, rtol=1e-4, atol=1e-5
         )
@@ -58,6 +58,71 @@ def test_scanned_rollout_equals_python_loop(tiny_model):
         done = ant_terminated(next_obs, xp=jnp)
         alive = alive & ~done
         obs = next_obs
+
+
+@pytest.mark.parametrize("tasks", [("rooms-goal-4,4",), ("rooms-angle-60", "rooms-goal-4,4")])
+def test_a_rollouts_computed_reward_is_the_tasks_reward_of_the_predicted_columns(tasks):
+    # rooms' info columns are all in its observation: the shared model predicts only the
+    # observation, and the task's own function gives the reward of each model step.
+    from udg.envs.registry import get_env_spec
+
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-2, 2, (300, 4)).astype(np.float32)
+    act = rng.uniform(-1, 1, (300, 2)).astype(np.float32)
+    model, _ = dynamics.train_dynamics(
+        TINY_DYNAMICS, jax.random.key(0), obs, act, obs + 0.1, np.zeros((300, 0)), outputs=()
+    )
+    specs = [get_task(t) for t in tasks]
+    reward = mopo.computed_reward(specs, (), get_env_spec("rooms").observed_columns)
+    agent = sac.SAC.create(TINY_MOPO.sac, jax.random.key(1), 4, 2)
+    for index, task in enumerate(specs):
+        out = jax.device_get(
+            mopo.jit_rollout(
+                agent,
+                model,
+                jax.random.key(2),
+                jnp.asarray(obs[:16]),
+                3,
+                "max_sigma",
+                0.0,
+                ant_terminated,
+                reward,
+                index,
+            )
+        )
+        for h in range(3):
+            columns = {
+                "observations": out["observations"][h],
+                "actions": out["actions"][h],
+                "next_observations": out["next_observations"][h],
+                "x_position": out["next_observations"][h][:, 0],
+                "y_position": out["next_observations"][h][:, 1],
+            }
+            np.testing.assert_allclose(
+                out["raw_rewards"][h], task.reward(columns), rtol=1e-5, atol=1e-5
+            )
+
+
+def test_a_task_reading_a_column_no_model_predicts_is_refused():
+    with pytest.raises(ValueError, match="x_velocity"):
+        mopo.computed_reward([get_task("cheetah-run")], ("x_position",), ())
+
+
+def test_the_model_buffer_is_a_ring_that_keeps_the_newest_valid_rows():
+    buffer = mopo.ModelBuffer.empty(5, 1, 1)
+
+    def rows(values):
+        v = jnp.asarray(values, jnp.float32)
+        return {
+            f: v[:, None] if f in ("observations", "actions", "next_observations") else v
+            for f in mopo.BUFFER_FIELDS
+        }
+
+    buffer = mopo.buffer_add(buffer, rows([1, 2, 3, 99]), jnp.int32(3))  # the 99 is invalid
+    assert int(buffer.size) == 3 and buffer.rewards.tolist() == [1, 2, 3, 0, 0]
+    buffer = mopo.buffer_add(buffer, rows([4, 5, 6, 99]), jnp.int32(3))
+    assert int(buffer.size) == 5 and buffer.rewards.tolist() == [6, 2, 3, 4, 5]
+    assert int(buffer.cursor) == 1
 
 
 def test_rollout_masks_steps_after_termination(tiny_model):
@@ -181,53 +246,96 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
     assert epochs[0] == epochs[1] and all(e.isdigit() for e in epochs[1])  # ints after resume
 
 
-def _fresh_run(point_root, tmp_path, **mopo_changes) -> offline.OfflineState:
-    task = get_task("point-angle-0")
-    selected, _ = offline.select_data(task, "top1", [point_root])
-    config = OfflineConfig(
-        task=task.name, seed=5, mopo=dataclasses.replace(TINY_MOPO, **mopo_changes)
+def _jobs(point_root, tmp_path, cells, **mopo_changes) -> list[offline.CellJob]:
+    m = dataclasses.replace(TINY_MOPO, **mopo_changes)
+    return [
+        offline.CellJob(
+            config=OfflineConfig(task=task, select=rule, seed=seed, mopo=m, eval_episode_length=20),
+            data_paths=(str(point_root),),
+            out=str(tmp_path / f"{task}-{rule}-{seed}"),
+        )
+        for task, rule, seed in cells
+    ]
+
+
+GRID = [("point-angle-0", "top1", 0), ("point-angle-90", "top1", 0), ("point-angle-90", "all", 1)]
+
+
+def test_a_population_gives_the_numbers_of_its_cells_run_one_by_one(point_root, tmp_path):
+    together = offline.run_population(
+        _jobs(point_root, tmp_path / "pop", GRID), tmp_path / "pop", model_dir=tmp_path / "m"
     )
-    return offline.start_run(config, selected, task, tmp_path)
+    alone = [
+        run_offline(job.config, [point_root], job.out)
+        for job in _jobs(point_root, tmp_path / "one", GRID)
+    ]
+    for a, b in zip(together, alone, strict=True):
+        assert a["last_return"] == pytest.approx(b["last_return"], rel=1e-4, abs=1e-3)
+        assert a["data_mean_return"] == b["data_mean_return"]
+        assert a["population"]["cells"] == 3 and b["population"]["cells"] == 1
+    # Computed rewards: the two tasks on the same data share one model (seed 0, top1 of the
+    # same ranking? no: each task ranks the data its own way, so count distinct selections).
+    sources = {(r["seed"], r["selected"]) for r in together}
+    assert offline.model_fits(together) == len(sources) < len(GRID) + 1
+    # A shared model is the model the cell fits alone: same data, same seed, same bytes.
+    shared = {r["selected"] + str(r["seed"]): r["model"] for r in together}
+    for r in alone:
+        path = shared[r["selected"] + str(r["seed"])]
+        assert open(path, "rb").read() == open(r["model"], "rb").read()
 
 
-def test_run_starts_from_the_named_init_stream_with_one_model_ring(point_root, tmp_path):
-    state = _fresh_run(point_root, tmp_path)
-    expected = sac.SAC.create(TINY_MOPO.sac, jax_key(5, "init"), 4, 2)
-    assert sac.to_bytes(state.agent) == sac.to_bytes(expected)
+def test_the_epoch_kernel_compiles_once_for_a_whole_run(point_root, tmp_path, monkeypatch):
+    kernels = []
+    real = offline.mopo.epoch_kernel
+
+    def recording(spec, vectorize=None):
+        kernels.append(real(spec, vectorize))
+        return kernels[-1]
+
+    monkeypatch.setattr(offline.mopo, "epoch_kernel", recording)
+    # Two refreshes an epoch, four epochs, evaluations between: one compilation.
+    offline.run_population(_jobs(point_root, tmp_path, GRID[:2], rollout_freq=10), tmp_path / "w")
+    (kernel,) = kernels
+    assert kernel._cache_size() == 1
+
+
+def test_the_population_starts_from_each_seeds_init_stream(point_root, tmp_path):
+    jobs = _jobs(point_root, tmp_path, GRID)
+    for job in jobs:
+        offline.open_cell(job)
+    cells = [offline.prepare_cell(job) for job in jobs]
+    models = [
+        offline.fit_or_load_model(c, tmp_path / f"{offline.model_id(c)}.msgpack")[0] for c in cells
+    ]
+    pop = offline.start_population(cells, models, tmp_path / "checkpoint.npz")
+    for c, seed in enumerate([0, 0, 1]):
+        expected = sac.SAC.create(TINY_MOPO.sac, jax_key(seed, "init"), 4, 2)
+        mine = jax.tree.map(lambda leaf, c=c: leaf[c], pop.state.agent)
+        for got, want in zip(jax.tree.leaves(mine), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     m = TINY_MOPO
-    assert state.buffer.num_agents == 1
-    assert state.buffer.capacity == m.model_retain_epochs * m.rollout_batch_size * m.rollout_length
-
-
-def test_mixed_batches_put_data_rows_first_then_model_rows(point_root, tmp_path):
-    state = _fresh_run(point_root, tmp_path, real_ratio=0.25)
-    rng = np.random.default_rng(0)
-    only_data = offline.mixed_batches(state, rng, 3)  # the model buffer is still empty
-    assert only_data["observations"].shape == (3, 32, 4)
-    assert np.all(np.isin(only_data["rewards"], state.rewards))
-    obs, act = np.full((10, 4), 7.0), np.zeros((10, 2))
-    state.buffer.add(0, obs, act, np.full(10, 1e3), obs, np.ones(10))
-    batches = offline.mixed_batches(state, rng, 3)
-    assert {k: v.shape[:2] for k, v in batches.items()} == dict.fromkeys(batches, (3, 32))
-    assert np.all(np.isin(batches["rewards"][:, :8], state.rewards))  # round(32 * 0.25) = 8
-    np.testing.assert_array_equal(batches["rewards"][:, 8:], 1e3)
-    np.testing.assert_array_equal(batches["terminations"][:, 8:], 1.0)
-
-
-@pytest.mark.parametrize(
-    ("step", "updates", "due"),
-    [(0, 10, True), (10, 10, False), (15, 10, True), (20, 10, True), (21, 19, False)],
-)
-def test_refresh_is_due_when_a_multiple_of_the_frequency_falls_in_the_call(step, updates, due):
-    assert offline.refresh_due(step, updates, every=20) is due
-
-
-def test_checkpoint_of_another_shape_is_refused(point_root, tmp_path):
-    state = _fresh_run(point_root, tmp_path)
-    offline.save_checkpoint(state)
-    smaller = _fresh_run(point_root, tmp_path, model_retain_epochs=2)
+    assert pop.state.buffer.rewards.shape == (3, m.buffer_capacity)
+    # The data is stored once per distinct selection; rewards once per cell.
+    assert pop.data.rewards.shape[0] == sum(c.data.num_transitions for c in cells)
+    distinct = {c.sources: c.data.num_transitions for c in cells}
+    assert pop.data.observations.shape[0] == sum(distinct.values())
+    offline.save_checkpoint(pop)
+    smaller = offline.start_population(
+        [dataclasses.replace(c, job=dataclasses.replace(c.job)) for c in cells[:2]],
+        models[:2],
+        tmp_path / "checkpoint.npz",
+    )
     with pytest.raises(UdgError, match="does not fit this run"):
         offline.load_checkpoint(smaller)
+
+
+def test_learned_rewards_fit_one_model_per_task(point_root, tmp_path):
+    results = offline.run_population(
+        _jobs(point_root, tmp_path, GRID[:2], reward="learned"), tmp_path / "w"
+    )
+    assert offline.model_fits(results) == 2
+    assert {r["reward"] for r in results} == {"learned"}
+    assert dynamics.load_model(results[0]["model"]).outputs == ("reward",)
 
 
 def test_model_from_another_env_is_refused(tmp_path, point_root, tiny_model):

@@ -35,8 +35,9 @@ def test_the_lock_pins_every_dependency_within_its_range():
         req = Requirement(text)
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not in requirements.lock"
-        assert req.specifier.contains(pins[name]), f"{req.name} {pins[name]} outside {req.specifier}"
-
+        assert req.specifier.contains(pins[name]), (
+            f"{req.name} {pins[name]} outside {req.specifier}"
+        )
 
 
 def test_importing_udg_registers_its_gymnasium_ids():

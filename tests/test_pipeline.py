@@ -138,7 +138,7 @@ def test_rerun_skips_finished_work(demo_run, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(offline, "train_policy", must_not_train)
+    monkeypatch.setattr(offline, "train", must_not_train)
     again = run_pipeline(config, out, log=lambda m: None)
     assert again["table"] == summary["table"]
 
@@ -172,7 +172,7 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
     monkeypatch.setattr(pipeline, "run_generate", run_generate)
     monkeypatch.setattr(pipeline, "_random_dataset", lambda *a: linked(real_random(*a), "random"))
     monkeypatch.setattr(pipeline, "run_cells_with_bar", run_cells_with_bar)
-    monkeypatch.setattr(offline, "train_policy", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(offline, "train", lambda *a, **k: pytest.fail("recomputed"))
     again = run_pipeline(config, out, log=lambda m: None)
     folders = {c.data: {str(Path(p).parent) for p in c.datasets} for c in cells}
     assert folders == {
@@ -205,13 +205,15 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
         }
 
     local_events, ray_events = [], []
-    local = run_cells(cells, executor="local", **recorder(local_events))
+    local = run_cells(cells, tmp_path / "wl", executor="local", **recorder(local_events))
     ray_cells = [dataclasses.replace(c, out=c.out.replace("x-", "ray-")) for c in cells]
-    remote = run_cells(ray_cells, executor="ray", **recorder(ray_events))
+    remote = run_cells(ray_cells, tmp_path / "wr", executor="ray", **recorder(ray_events))
     # Results come in the cells' order whichever ends first: here a finished cell (read back at
     # once) after one that trains.
     late = dataclasses.replace(cells[0], out=str(tmp_path / "late"))
-    assert list(run_cells([late, ray_cells[1]], executor="ray")) == [c.name for c in cells]
+    assert list(run_cells([late, ray_cells[1]], tmp_path / "wr", executor="ray")) == [
+        c.name for c in cells
+    ]
     for name in local:
         assert remote[name]["last_return"] == pytest.approx(local[name]["last_return"], rel=1e-5)
     # Ray cells report each model and MOPO epoch to this process too, in order within a cell.
@@ -230,7 +232,7 @@ def test_unknown_experiment_and_executor(tmp_path):
     with pytest.raises(UdgError, match="--expert-steps must be positive"):
         run_pipeline(PipelineConfig(expert_steps=0), tmp_path)
     with pytest.raises(UdgError, match="unknown executor"):
-        run_cells([], executor="dask")
+        run_cells([], tmp_path, executor="dask")
     # Refused before stage 1 starts: nothing is written.
     with pytest.raises(UdgError, match="unknown executor 'bogus'"):
         run_pipeline(PipelineConfig(), tmp_path / "demo", executor="bogus")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -51,7 +52,10 @@ def test_offline_run_loads_a_policy_that_acts_as_the_saved_one(runs):
     assert {k: v for k, v in run.config.items() if k != "data"} == config_dict(OFFLINE)
     policy = run.load_policy()
     assert sac.to_bytes(policy) == (root / "offline" / "policy.msgpack").read_bytes()
-    saved = sac.from_bytes(policy, load_npz(root / "offline" / "checkpoint.npz")["agent"].tobytes())
+    # The checkpoint holds the run's population of one.
+    population = jax.tree.map(lambda leaf: leaf[None], policy)
+    stored = load_npz(root / "offline" / "checkpoint.npz")["agents"].tobytes()
+    saved = jax.tree.map(lambda leaf: leaf[0], sac.from_bytes(population, stored))
     obs = jnp.asarray(np.random.default_rng(0).normal(size=(8, result["observation_dims"])))
     np.testing.assert_array_equal(
         sac.jit_greedy_actions_single(policy, obs), sac.jit_greedy_actions_single(saved, obs)

@@ -34,7 +34,6 @@ TINY_MOPO = mopo.MOPOConfig(
     rollout_freq=20,
     epochs=4,
     steps_per_epoch=20,
-    updates_per_call=10,
     eval_every=2,
     eval_episodes=2,
     checkpoint_every=2,

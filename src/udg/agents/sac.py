@@ -318,7 +318,7 @@ def _create_population(
     return jax.vmap(lambda k: SAC.create(config, k, obs_dim, act_dim))(keys)
 
 
-def _over_agents(fn: Callable[..., Any], vectorize: bool | None, shard: bool, *args: Any) -> Any:
+def over_members(fn: Callable[..., Any], vectorize: bool | None, shard: bool, *args: Any) -> Any:
     """`fn` applied to member k of every argument (leading axis K), results stacked on K.
 
     vectorize=True: `jax.vmap`, one batched kernel for all agents (the right choice on an
@@ -356,9 +356,9 @@ def population_update(
 ) -> tuple[SAC, Metrics]:
     """`update` for every agent on its own batch (`[K, B, ...]`); agent k uses
     `jax.random.split(key, K)[k]`. Metrics are `[K]`. `vectorize`, `shard`: see
-    `_over_agents`."""
+    `over_members`."""
     keys = jax.random.split(key, num_agents(agents))
-    return _over_agents(update, vectorize, shard, agents, batches, keys)
+    return over_members(update, vectorize, shard, agents, batches, keys)
 
 
 def population_update_n(
@@ -371,9 +371,9 @@ def population_update_n(
 ) -> tuple[SAC, Metrics]:
     """`update_n` for every agent on its own N batches (`[K, N, B, ...]`); agent k uses
     `jax.random.split(key, K)[k]`. Metrics are `[K]` means over the N steps. `vectorize`,
-    `shard`: see `_over_agents`."""
+    `shard`: see `over_members`."""
     keys = jax.random.split(key, num_agents(agents))
-    return _over_agents(update_n, vectorize, shard, agents, batches, keys)
+    return over_members(update_n, vectorize, shard, agents, batches, keys)
 
 
 def sample_actions_single(agent: SAC, observations: jax.Array, key: jax.Array) -> jax.Array:

@@ -337,6 +337,7 @@ def offline(args) -> None:
         "rollout_length": args.rollout_length,
         "penalty_coef": args.penalty_coef,
         "penalty": args.penalty,
+        "reward": args.reward,
         "eval_episodes": args.eval_episodes,
         "observation_dims": args.observation_dims,
     }
@@ -424,6 +425,7 @@ def pipeline(experiment: str, args) -> None:
         args.out,
         executor=args.executor,
         address=args.address,
+        max_cells=args.population_cells,
         # Stage lines go where the bars are (stderr), printed above a live bar, not through it;
         # standard output keeps the tables.
         log=lambda m: console.print(f"[dim]{m}[/dim]"),

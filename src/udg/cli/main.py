@@ -225,6 +225,9 @@ class Offline:
     """Uncertainty penalty lambda (default: the env's preset)."""
     penalty: str | None = None
     """max_sigma (MOPO's) or disagreement."""
+    reward: str | None = None
+    """Reward of model steps: computed (default; the task's function of the predicted columns,
+    one model per dataset) or learned (MOPO's original: the model predicts the reward)."""
     eval_episodes: int | None = None
     """Episodes per evaluation (default: the preset's)."""
     observation_dims: int | None = None

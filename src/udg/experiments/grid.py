@@ -1,14 +1,18 @@
-"""Running a grid of offline cells: in-process, or as Ray tasks on one or many machines.
+"""Running a grid of offline cells as populations: in-process, or as Ray tasks on many machines.
 
-A cell is a frozen dataclass (data kind, MOPO config, dataset paths, output folder) run by
-:func:`run_cell`, a top-level function so Ray can ship it. Each cell writes its own folder and
-:func:`~udg.experiments.offline.run_offline` returns a finished cell's stored result without
-recomputing it, so a rerun of a grid only runs what is missing. Cells are deterministic given
-their seed, so the local and the Ray executor give the same numbers.
+A cell is a frozen dataclass (data kind, MOPO config, dataset paths, output folder). Cells with
+the same env and MOPO settings form a *population* (:func:`populations`), trained as one
+computation by :func:`run_batch`, a top-level function so Ray can ship it: one dynamics model
+per distinct (data, seed) in the grid's ``models/`` folder, shared by every task on that data,
+and every cell's policy on a leading cell axis. Each cell writes its own folder, and a finished
+cell's stored result is read back, never recomputed, so a rerun of a grid only runs what is
+missing. Cells are deterministic given their seed, alone or in any population, so both
+executors and any population size give the same numbers (to float tolerance).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,59 +85,82 @@ EpochHook = Callable[[Cell, int, dict], None]
 """``on_epoch(cell, epoch, row)``: after each MOPO epoch of a cell, with the epoch's metrics."""
 
 
-def run_cell(
-    cell: Cell,
-    on_epoch: Callable[[int, dict], None] | None = None,
-    on_model_epoch: Callable[[int, float], None] | None = None,
-) -> dict:
-    """Run one cell (or return its stored result); the hooks follow each model and MOPO epoch."""
-    from udg.experiments.offline import run_offline
+def populations(cells: Sequence[Cell], max_cells: int | None = None) -> list[list[Cell]]:
+    """The cells grouped into populations that can train as one computation (same env and
+    MOPO settings), in the order of their first cell, each at most ``max_cells`` large."""
+    from udg.experiments.offline import population_key
 
-    model_hook = None
-    if on_model_epoch is not None:
-        model_hook = lambda epoch, losses: on_model_epoch(epoch, float(losses.mean()))  # noqa: E731
-    return run_offline(
-        cell.config,
-        [Path(p) for p in cell.datasets],
-        Path(cell.out),
-        on_epoch=on_epoch,
-        on_model_epoch=model_hook,
+    if max_cells is not None and max_cells < 1:
+        raise UdgError(f"a population needs at least 1 cell, got max_cells={max_cells}")
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(population_key(cell.config), []).append(cell)
+    size = max_cells or len(cells) or 1
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def run_batch(
+    cells: Sequence[Cell],
+    work: str,
+    on_epoch: EpochHook | None = None,
+    on_model_epoch: ModelEpochHook | None = None,
+) -> list[dict]:
+    """Train one population (or read back its finished cells); the results in ``cells``'
+    order. ``work`` holds the grid's shared models (``models/``) and the population's
+    checkpoint (``populations/<id>/``, the id made from the cells' folders)."""
+    from udg.experiments.offline import CellJob, run_population
+
+    ident = hashlib.sha256("\n".join(sorted(c.out for c in cells)).encode()).hexdigest()[:16]
+    folder = Path(work) / "populations" / ident
+    folder.mkdir(parents=True, exist_ok=True)
+    return run_population(
+        [CellJob(config=c.config, data_paths=c.datasets, out=c.out) for c in cells],
+        folder,
+        model_dir=Path(work) / "models",
+        on_model_epoch=None
+        if on_model_epoch is None
+        else lambda i, e, losses: on_model_epoch(cells[i], e, float(losses.mean())),
+        on_epoch=None if on_epoch is None else lambda i, e, row: on_epoch(cells[i], e, row),
     )
 
 
 def run_cells(
     cells: Sequence[Cell],
+    work: str | os.PathLike[str],
     executor: str = "local",
     address: str | None = None,
     on_done: Callable[[Cell, dict], None] | None = None,
     on_epoch: EpochHook | None = None,
     on_model_epoch: ModelEpochHook | None = None,
+    max_cells: int | None = None,
 ) -> dict[str, dict]:
-    """Run every cell; returns ``{cell name: result}``.
+    """Run every cell, population by population (:func:`populations`; ``max_cells=1`` runs
+    them one by one); returns ``{cell name: result}`` in the cells' order.
 
-    ``on_done(cell, result)`` follows each finished cell, ``on_model_epoch`` and ``on_epoch``
-    each epoch of a cell's model fit and MOPO training. Ray cells send their epochs through a
-    queue that this process drains while it waits, so the hooks run here in both executors.
+    ``work`` is the grid's folder for shared models and checkpoints. ``on_done(cell, result)``
+    follows each finished cell, ``on_model_epoch`` and ``on_epoch`` each epoch of a model fit
+    and of a cell's MOPO training. Ray populations send their epochs through a queue that this
+    process drains while it waits, so the hooks run here with both executors.
     """
     if executor not in EXECUTORS:
         raise UdgError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise UdgError("cell names must be unique")
-    if executor == "local":
-        results = {}
-        for cell in cells:
-            hook = None if on_epoch is None else (lambda e, row, c=cell: on_epoch(c, e, row))
-            model_hook = (
-                None
-                if on_model_epoch is None
-                else (lambda e, mse, c=cell: on_model_epoch(c, e, mse))
-            )
-            results[cell.name] = run_cell(cell, hook, model_hook)
+    batches = populations(cells, max_cells)
+    work = str(work)
+    if executor == "ray":
+        results = _run_with_ray(batches, work, address, on_done, on_epoch, on_model_epoch)
+        return {c.name: results[c.name] for c in cells}
+    results = {}
+    for batch in batches:
+        for cell, result in zip(
+            batch, run_batch(batch, work, on_epoch, on_model_epoch), strict=True
+        ):
+            results[cell.name] = result
             if on_done is not None:
-                on_done(cell, results[cell.name])
-        return results
-    return _run_with_ray(cells, address, on_done, on_epoch, on_model_epoch)
+                on_done(cell, result)
+    return {c.name: results[c.name] for c in cells}
 
 
 def run_cells_with_bar(
@@ -141,9 +168,10 @@ def run_cells_with_bar(
     bar,
     epochs: int,
     log: Callable[[str], None] = print,
-    **run: str | None,
+    **run,
 ) -> dict[str, dict]:
-    """:func:`run_cells` (``run``: executor, address) counting MOPO epochs on ``bar``.
+    """:func:`run_cells` (``run``: work, executor, address, max_cells) counting MOPO epochs on
+    ``bar``.
 
     ``bar.update(n, **metrics)`` gets the epochs done over all cells (``epochs`` per cell, so the
     bar's total is ``len(cells) * epochs``); while a cell fits its dynamics model the count
@@ -174,16 +202,18 @@ def run_cells_with_bar(
     )
 
 
-def _run_reporting(cell: Cell, queue) -> dict:
-    """A Ray task: :func:`run_cell`, each epoch put on ``queue`` as (cell name, kind, epoch, data)."""
-    return run_cell(
-        cell,
-        on_epoch=lambda e, row: queue.put((cell.name, "policy", e, row)),
-        on_model_epoch=lambda e, mse: queue.put((cell.name, "model", e, mse)),
+def _run_reporting(cells: list[Cell], work: str, queue) -> list[dict]:
+    """A Ray task: :func:`run_batch`, each epoch put on ``queue`` as (cell name, kind, epoch,
+    data)."""
+    return run_batch(
+        cells,
+        work,
+        on_epoch=lambda c, e, row: queue.put((c.name, "policy", e, row)),
+        on_model_epoch=lambda c, e, mse: queue.put((c.name, "model", e, mse)),
     )
 
 
-def _run_with_ray(cells, address, on_done, on_epoch, on_model_epoch) -> dict[str, dict]:
+def _run_with_ray(batches, work, address, on_done, on_epoch, on_model_epoch) -> dict[str, dict]:
     import ray
     from ray.util.queue import Queue
 
@@ -205,7 +235,7 @@ def _run_with_ray(cells, address, on_done, on_epoch, on_model_epoch) -> dict[str
                 f"{str(err).splitlines()[0]}"
             ) from None
     try:
-        by_name = {c.name: c for c in cells}
+        by_name = {c.name: c for batch in batches for c in batch}
         reports = Queue(actor_options={"num_cpus": 0})
 
         def drain() -> None:
@@ -217,17 +247,18 @@ def _run_with_ray(cells, address, on_done, on_epoch, on_model_epoch) -> dict[str
                     on_epoch(by_name[name], epoch, data)
 
         remote = ray.remote(num_cpus=1)(_run_reporting)
-        pending = {remote.remote(cell, reports): cell for cell in cells}
+        pending = {remote.remote(batch, work, reports): batch for batch in batches}
         results = {}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             drain()
             for ref in done:
-                cell = pending.pop(ref)
-                results[cell.name] = ray.get(ref)
-                if on_done is not None:
-                    on_done(cell, results[cell.name])
-        return {c.name: results[c.name] for c in cells}  # in the cells' order, as run locally
+                batch = pending.pop(ref)
+                for cell, result in zip(batch, ray.get(ref), strict=True):
+                    results[cell.name] = result
+                    if on_done is not None:
+                        on_done(cell, result)
+        return results
     finally:
         if started_here:
             ray.shutdown()

@@ -1,25 +1,31 @@
 """Stage 2 runner: relabel, rank and select data for a task, train MOPO, evaluate.
 
-The imperative shell of ``udg offline``: it loads the datasets, relabels them for the task,
-prints and records the ranking, keeps the selection, fits the dynamics ensemble (or loads the
-one a previous attempt saved), then alternates model-rollout refreshes and SAC epochs on mixed
-batches, evaluating the deterministic policy in the real environment every few epochs.
+The imperative shell of ``udg offline`` and of every experiment's grid. A *population* is a set
+of offline cells (task, selection, seed) with the same env and MOPO settings, trained as one
+computation: :func:`run_population` prepares each cell (its folder, its relabelled selection,
+its ranking), fits or loads one dynamics model per distinct (data, seed) — a task's reward is a
+function of the predicted columns, so every task on the same data shares the model — puts the
+cells' data, models, policies and model buffers on the device with a leading cell axis, and
+runs :func:`udg.offline.mopo.epoch_kernel` epoch after epoch, evaluating every cell's
+deterministic policy in vectorised real environments every few epochs. ``udg offline`` is a
+population of one.
 
-The run is an :class:`OfflineState` advanced by the short functions below, each one step of the
-loop. Every random draw comes from a named stream of :mod:`udg.seeds`: the policy's
-initialisation from ``init``, the model's fit from ``dynamics``, and in epoch ``e`` the batch and
-rollout-start indices from ``replay`` at ``e``, the rollouts' keys from ``rollouts`` at ``e`` and
-the updates' keys from ``updates`` at ``e`` (each folded with the call's index). Checkpoints hold
-the policy, the model buffer and the evaluation history, so an interrupted run resumes where it
-stopped and ends with the result of an uninterrupted one.
+Every random draw comes from a named stream of :mod:`udg.seeds` of the cell's seed: the policy's
+initialisation from ``init``, the model's fit from ``dynamics``, and in epoch ``e`` the rollout
+starts and keys from ``rollouts`` at ``e`` and the batches and update noise from ``updates`` at
+``e``. A cell therefore gets the same numbers alone or in any population (to float tolerance).
+Checkpoints hold the whole population (policies, buffers, evaluation history), so an
+interrupted run resumes where it stopped and ends with the result of an uninterrupted one; a
+finished cell is read back, never recomputed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,25 +34,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from udg.agents import sac
-from udg.agents.replay import FIELDS, PopulationReplay
+from udg.data.collect import run_episodes, timed
 from udg.data.dataset import Dataset
-from udg.data.minari_io import load_datasets
-from udg.data.relabel import select
-from udg.envs.registry import get_env_spec
+from udg.data.minari_io import find_datasets, load_datasets
+from udg.data.relabel import Ranked, parse_selection, select
+from udg.envs.registry import get_env_spec, make_env, observed_columns, predicted_columns
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import UdgError
-from udg.evaluation.evaluate import evaluate
 from udg.experiments import runs
 from udg.offline import dynamics, mopo
-from udg.seeds import jax_key, numpy_rng
+from udg.seeds import int_seeds, jax_key
 
 MODEL_METRICS = "model_metrics.json"
 """The dynamics fit's metrics, written beside ``model.msgpack``."""
 MODEL, POLICY = "model.msgpack", "policy.msgpack"
 CHECKPOINT, CURVE = "checkpoint.npz", "learning_curve.csv"
 """The run folder's dynamics model, final policy, checkpoint and evaluation rows."""
-TIMED = ("dynamics", "rollouts", "updates", "evaluation")
-"""The parts of a run whose wall time the result reports."""
+TIMED = ("dynamics", "epochs", "evaluation")
+"""The parts of a population's run whose wall time the result reports."""
 
 
 @dataclass(frozen=True)
@@ -65,33 +70,60 @@ class OfflineConfig:
     """MOPO, SAC and dynamics settings."""
 
 
-@dataclass
-class OfflineState:
-    """Where one offline run stands: what the functions below read and advance in place.
-
-    The model and the policy see the first ``data.obs_dim`` observation entries (the config's
-    ``observation_dims``, else the env's default); evaluation steps the real environment and
-    slices its observations the same way, while the task reward reads the full columns.
-    """
+@dataclass(frozen=True)
+class CellJob:
+    """What to run for one cell: its config, the datasets it selects from, its folder."""
 
     config: OfflineConfig
+    data_paths: tuple[str, ...]
+    out: str
+    datasets: tuple[Dataset, ...] | None = None
+    """The datasets already loaded (in ``data_paths``' order), or None to load them."""
+
+
+@dataclass
+class PreparedCell:
+    """A cell ready to train: its selection relabelled and cut to what the model sees."""
+
+    job: CellJob
     task: TaskSpec
     data: Dataset
     """The selected data, cut to the observation entries the model and the policy see."""
     rewards: np.ndarray
     """The data's rewards under the task, ``[N]`` float32."""
-    out: Path
-    agent: sac.SAC
-    buffer: PopulationReplay
-    """The model buffer: one ring (member 0) of the last ``model_retain_epochs`` refreshes."""
-    model: dynamics.DynamicsModel | None = None
-    dynamics_metrics: dict = field(default_factory=dict)
+    selected: Dataset
+    ranking: list[Ranked]
+    sources: tuple[str, ...]
+    """What the selection is made of (dataset folders, or names): with the seed, the model's
+    identity."""
+    run_config: dict
+
+    @property
+    def config(self) -> OfflineConfig:
+        return self.job.config
+
+    @property
+    def out(self) -> Path:
+        return Path(self.job.out)
+
+
+@dataclass
+class Population:
+    """Where a population of cells stands: what the functions below read and advance."""
+
+    cells: list[PreparedCell]
+    mopo: mopo.MOPOConfig
+    state: mopo.CellState
+    """The cells on the device, every leaf with a leading cell axis."""
+    data: mopo.RealData
+    kernel: Callable
+    checkpoint: Path
+    models: list[dict]
+    """Per cell: the model's file and its fit's metrics."""
     epoch: int = 0
-    """Policy epochs done."""
-    history: list[dict] = field(default_factory=list)
-    """One row per evaluation: epoch, eval_return, eval_std, q, uncertainty."""
+    history: list[list[dict]] = field(default_factory=list)
+    """Per cell, one row per evaluation: epoch, eval_return, eval_std, q, uncertainty."""
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMED, 0.0))
-    """Seconds spent in each of :data:`TIMED` by this process."""
 
 
 def observation_view(data: Dataset, dims: int) -> Dataset:
@@ -112,238 +144,392 @@ def observation_view(data: Dataset, dims: int) -> Dataset:
     )
 
 
-@contextmanager
-def _timed(timings: dict[str, float], part: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[part] += time.perf_counter() - start
+def population_key(config: OfflineConfig) -> tuple:
+    """Cells with equal keys can share a population (same env, networks and schedule)."""
+    return (get_task(config.task).env, config.mopo, config.eval_episode_length)
 
 
-def start_run(config: OfflineConfig, data: Dataset, task: TaskSpec, out: Path) -> OfflineState:
-    """A fresh run of ``config`` on the selected ``data`` (relabelled for ``task``) in ``out``."""
+# --- preparing cells ---------------------------------------------------------------------------
+
+
+def open_cell(job: CellJob) -> dict | None:
+    """Claim the cell's folder; its stored result when it is finished already."""
+    config = job.config
+    get_task(config.task)  # an unknown task fails before the folder is made
+    parse_selection(config.select)
+    sources = sorted(str(Path(p).resolve()) for p in job.data_paths)
+    manifest = runs.open_run(Path(job.out), "offline", _run_config(config, sources))
+    if manifest is not None and manifest.get("status") == "complete":
+        return manifest["result"]
+    return None
+
+
+def _run_config(config: OfflineConfig, sources: list[str]) -> dict:
+    return {**runs.config_dict(config), "data": sources}
+
+
+def prepare_cell(job: CellJob) -> PreparedCell:
+    """Relabel, rank and select the cell's data; mark its run as running."""
+    config = job.config
+    task = get_task(config.task)
     if task.terminated is None:
         raise UdgError(f"env {task.env} has no termination rule; MOPO's rollouts need one")
+    if job.datasets is not None:
+        datasets = list(job.datasets)
+        names = [d.name for d in datasets]
+    else:
+        found = find_datasets(job.data_paths)
+        datasets = load_datasets(found)
+        names = [str(Path(p).resolve()) for p in found]
+    if datasets[0].env != task.env:
+        raise UdgError(
+            f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
+        )
+    selected, ranking = select(datasets, task, config.select)
+    k = parse_selection(config.select) or len(ranking)
+    sources = tuple(sorted(names[r.index] for r in ranking[:k]))
     m = config.mopo
-    dims = m.observation_dims or get_env_spec(task.env).offline_observation_dims or data.obs_dim
-    data = observation_view(data, dims)
-    capacity = m.model_retain_epochs * m.rollout_batch_size * m.rollout_length
-    return OfflineState(
-        config=config,
+    dims = m.observation_dims or get_env_spec(task.env).offline_observation_dims
+    data = observation_view(selected, dims or selected.obs_dim)
+    run_config = _run_config(config, sorted(str(Path(p).resolve()) for p in job.data_paths))
+    cell = PreparedCell(
+        job=job,
         task=task,
         data=data,
         rewards=data.task_rewards[task.name].astype(np.float32),
-        out=Path(out),
-        agent=sac.SAC.create(m.sac, jax_key(config.seed, "init"), data.obs_dim, data.act_dim),
-        buffer=PopulationReplay(1, capacity, data.obs_dim, data.act_dim),
+        selected=selected,
+        ranking=ranking,
+        sources=sources,
+        run_config=run_config,
     )
+    _reward_fn([cell])  # a task no model can reward is refused before any fit
+    runs.write_manifest(Path(job.out), "offline", "running", run_config)
+    return cell
 
 
-# --- dynamics ----------------------------------------------------------------------------
+# --- dynamics models ---------------------------------------------------------------------------
 
 
-def fit_model(
-    state: OfflineState,
+def model_outputs(cell: PreparedCell) -> tuple[str, ...]:
+    """The columns the cell's model predicts after the observation's change."""
+    if cell.config.mopo.reward == "learned":
+        return ("reward",)
+    return predicted_columns(get_env_spec(cell.task.env), cell.data.obs_dim)
+
+
+def model_id(cell: PreparedCell) -> str:
+    """The identity of the model a cell needs: its data, seed, outputs, inputs and settings.
+    Cells with the same id share one fit (every task on a dataset, with computed rewards)."""
+    m = cell.config.mopo
+    identity = {
+        "sources": cell.sources,
+        "seed": cell.config.seed,
+        "outputs": model_outputs(cell),
+        "task": cell.task.name if m.reward == "learned" else None,
+        "obs_dim": cell.data.obs_dim,
+        "dynamics": runs.config_dict(m.dynamics),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_targets(cell: PreparedCell) -> np.ndarray:
+    """The extra columns the model learns, ``[N, k]``: the task's reward, or the info columns
+    the observation lacks (as stored after each step)."""
+    if cell.config.mopo.reward == "learned":
+        return cell.rewards[:, None]
+    columns, n = cell.data.columns(), cell.data.num_transitions
+    targets = [np.asarray(columns[c], np.float32).reshape(n) for c in model_outputs(cell)]
+    return np.stack(targets, axis=-1) if targets else np.zeros((n, 0), np.float32)
+
+
+def fit_or_load_model(
+    cell: PreparedCell,
+    path: Path,
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
-    model_path: Path | None = None,
-) -> None:
-    """Load the dynamics model (given, or saved by an earlier attempt) or fit and save it."""
-    source = Path(model_path) if model_path is not None else state.out / MODEL
-    if source.exists():
-        state.model, state.dynamics_metrics = _load_model(state, source)
-        return
-    if model_path is not None:
-        raise UdgError(f"no such dynamics model file: {model_path}")
-    d = state.data
-    with _timed(state.timings, "dynamics"):
+    timings: dict[str, float] | None = None,
+) -> tuple[dynamics.DynamicsModel, dict]:
+    """The model at ``path`` when one is there (checked against the cell's data), else fitted
+    on the cell's data from the seed's ``dynamics`` stream and saved there with its metrics."""
+    outputs = model_outputs(cell)
+    if path.exists():
         try:
-            state.model, state.dynamics_metrics = dynamics.train_dynamics(
-                state.config.mopo.dynamics,
-                jax_key(state.config.seed, "dynamics"),
+            model = dynamics.load_model(path, expected_env_name=cell.task.env)
+        except (ValueError, OSError) as err:
+            raise UdgError(f"cannot use dynamics model {err}") from None
+        if (model.obs_dim, model.act_dim) != (cell.data.obs_dim, cell.data.act_dim):
+            raise UdgError(f"dynamics model {path} does not match the data's shapes")
+        if model.outputs != outputs:
+            raise UdgError(
+                f"dynamics model {path} predicts {list(model.outputs)}, but reward="
+                f"{cell.config.mopo.reward} needs {list(outputs)}"
+            )
+        metrics = _metrics_path(path)
+        return model, runs.read_json(metrics) if metrics.exists() else {}
+    d = cell.data
+    with timed(timings, "dynamics"):
+        try:
+            model, metrics = dynamics.train_dynamics(
+                cell.config.mopo.dynamics,
+                jax_key(cell.config.seed, "dynamics"),
                 d.observations,
                 d.actions,
                 d.next_observations,
-                state.rewards,
+                _model_targets(cell),
                 on_epoch=on_epoch,
+                outputs=outputs,
             )
         except ValueError as err:
             raise UdgError(f"cannot fit the dynamics model: {err}") from None
-    dynamics.save_model(state.model, state.out / MODEL, state.task.env)
-    runs.atomic_write_json(state.out / MODEL_METRICS, state.dynamics_metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamics.save_model(model, path, cell.task.env)
+    runs.atomic_write_json(_metrics_path(path), metrics)
+    return model, metrics
 
 
-def _load_model(state: OfflineState, source: Path) -> tuple[dynamics.DynamicsModel, dict]:
-    """The model saved at ``source`` and its fit's metrics (so a resumed run still reports
-    them; none when the file has no metrics beside it)."""
+def _metrics_path(model: Path) -> Path:
+    """Where a model's fit metrics lie: ``model_metrics.json`` beside a run's
+    ``model.msgpack``, ``<id>.metrics.json`` beside a shared ``<id>.msgpack``."""
+    return model.with_name(MODEL_METRICS if model.name == MODEL else f"{model.stem}.metrics.json")
+
+
+# --- the population ----------------------------------------------------------------------------
+
+
+def _stack(trees: Sequence):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _placed(cells: mopo.CellState) -> mopo.CellState:
+    """The population's cell axis laid over the devices as the kernel leaves it
+    (:func:`udg.devices.member_mesh`), so that the first epoch compiles for the same
+    placement as every later one."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from udg.devices import MEMBER_AXIS, member_mesh
+
+    mesh = member_mesh(int(cells.data_size.shape[0]))
+    if mesh is None:
+        return cells
+    return jax.device_put(cells, NamedSharding(mesh, PartitionSpec(MEMBER_AXIS)))
+
+
+def start_population(
+    cells: list[PreparedCell], models: list[dynamics.DynamicsModel], checkpoint: Path
+) -> Population:
+    """Put the cells on the device: one flat copy of every distinct selection, each cell's
+    rewards, fresh policies from each seed's ``init`` stream, empty model buffers."""
+    m = cells[0].config.mopo
+    first = cells[0].data
+    starts: dict[tuple, int] = {}
+    pieces: list[Dataset] = []
+    total = 0
+    for cell in cells:
+        if cell.sources not in starts:
+            starts[cell.sources] = total
+            pieces.append(cell.data)
+            total += cell.data.num_transitions
+    reward_starts = np.cumsum([0] + [c.data.num_transitions for c in cells])[:-1]
+    data = mopo.RealData(
+        observations=jnp.asarray(np.concatenate([p.observations for p in pieces]), jnp.float32),
+        actions=jnp.asarray(np.concatenate([p.actions for p in pieces]), jnp.float32),
+        next_observations=jnp.asarray(
+            np.concatenate([p.next_observations for p in pieces]), jnp.float32
+        ),
+        terminations=jnp.asarray(np.concatenate([p.terminations for p in pieces]), jnp.float32),
+        rewards=jnp.asarray(np.concatenate([c.rewards for c in cells]), jnp.float32),
+    )
+    agents = [
+        sac.SAC.create(m.sac, jax_key(c.config.seed, "init"), first.obs_dim, first.act_dim)
+        for c in cells
+    ]
+    buffer = mopo.ModelBuffer.empty(m.buffer_capacity, first.obs_dim, first.act_dim)
+    state = _placed(
+        mopo.CellState(
+            agent=_stack(agents),
+            model=_stack(models),
+            buffer=_stack([buffer] * len(cells)),
+            data_start=jnp.asarray([starts[c.sources] for c in cells], jnp.int32),
+            data_size=jnp.asarray([c.data.num_transitions for c in cells], jnp.int32),
+            reward_start=jnp.asarray(reward_starts, jnp.int32),
+            task_index=jnp.asarray(_task_indices(cells), jnp.int32),
+        )
+    )
+    spec = mopo.EpochSpec(config=m, terminated=cells[0].task.terminated, reward=_reward_fn(cells))
+    return Population(
+        cells=cells,
+        mopo=m,
+        state=state,
+        data=data,
+        kernel=mopo.epoch_kernel(spec),
+        checkpoint=checkpoint,
+        models=[],
+        history=[[] for _ in cells],
+    )
+
+
+def _distinct_tasks(cells: list[PreparedCell]) -> list[TaskSpec]:
+    tasks: dict[str, TaskSpec] = {}
+    for cell in cells:
+        tasks.setdefault(cell.task.name, cell.task)
+    return list(tasks.values())
+
+
+def _task_indices(cells: list[PreparedCell]) -> list[int]:
+    names = [t.name for t in _distinct_tasks(cells)]
+    return [names.index(c.task.name) for c in cells]
+
+
+def _reward_fn(cells: list[PreparedCell]) -> mopo.RewardFn:
+    if cells[0].config.mopo.reward == "learned":
+        return mopo.learned_reward
+    observed = observed_columns(get_env_spec(cells[0].task.env), cells[0].data.obs_dim)
     try:
-        model = dynamics.load_model(source, expected_env_name=state.task.env)
-    except (ValueError, OSError) as err:
-        raise UdgError(f"cannot use dynamics model {err}") from None
-    if (model.obs_dim, model.act_dim) != (state.data.obs_dim, state.data.act_dim):
-        raise UdgError(f"dynamics model {source} does not match the data's shapes")
-    metrics = source.with_name(MODEL_METRICS)
-    return model, runs.read_json(metrics) if metrics.exists() else {}
+        return mopo.computed_reward(_distinct_tasks(cells), model_outputs(cells[0]), observed)
+    except ValueError as err:
+        raise UdgError(f"cannot compute rewards in model rollouts: {err}") from None
 
 
-# --- checkpoints -------------------------------------------------------------------------
+def save_checkpoint(pop: Population) -> None:
+    """Write the population's policies, buffers and epoch, and each cell's curve so far."""
+    arrays = {
+        "agents": np.frombuffer(sac.to_bytes(pop.state.agent), np.uint8),
+        "epoch": np.array(pop.epoch),
+        "cells": np.array([c.out.name for c in pop.cells]),
+    }
+    buffer = jax.device_get(pop.state.buffer)
+    arrays |= {f"buffer/{f.name}": getattr(buffer, f.name) for f in dataclasses.fields(buffer)}
+    runs.save_state(pop.checkpoint.parent, pop.checkpoint.name, **arrays)
+    for cell, rows in zip(pop.cells, pop.history, strict=True):
+        runs.write_rows(cell.out, CURVE, rows)
 
 
-def save_checkpoint(state: OfflineState) -> None:
-    """Write the policy, the epoch, the model buffer and the learning curve so far."""
-    buffer = {f"buffer/{k}": v for k, v in state.buffer.state_dict().items()}
-    agent = np.frombuffer(sac.to_bytes(state.agent), np.uint8)
-    runs.save_state(state.out, CHECKPOINT, agent=agent, epoch=np.array(state.epoch), **buffer)
-    runs.write_rows(state.out, CURVE, state.history)
-
-
-def load_checkpoint(state: OfflineState) -> None:
-    """Restore what :func:`save_checkpoint` wrote, if anything (the curve's rows up to it)."""
-    saved = runs.load_state(state.out, CHECKPOINT)
+def load_checkpoint(pop: Population) -> None:
+    """Restore what :func:`save_checkpoint` wrote, if anything (each curve's rows up to it)."""
+    saved = runs.load_state(pop.checkpoint.parent, pop.checkpoint.name)
     if saved is None:
         return
     try:
-        state.buffer.load_state_dict(
-            {k.removeprefix("buffer/"): v for k, v in saved.items() if k.startswith("buffer/")}
-        )
-        state.agent = sac.from_bytes(state.agent, saved["agent"].tobytes())
+        buffer = pop.state.buffer
+        restored = {
+            f.name: jnp.asarray(saved[f"buffer/{f.name}"], getattr(buffer, f.name).dtype)
+            for f in dataclasses.fields(buffer)
+        }
+        for name, value in restored.items():
+            if value.shape != getattr(buffer, name).shape:
+                raise ValueError(f"buffer {name} has shape {value.shape}")
+        agents = sac.from_bytes(pop.state.agent, saved["agents"].tobytes())
     except (KeyError, ValueError) as err:
         raise UdgError(
-            f"{state.out / CHECKPOINT} does not fit this run ({err}); it may come from an older "
-            "udg: delete it to train the policy from the start"
+            f"{pop.checkpoint} does not fit this run ({err}); it may come from an older udg: "
+            "delete it to train the policies from the start"
         ) from None
-    state.epoch = int(saved["epoch"])
-    state.history = runs.read_rows(state.out, CURVE, keep=lambda row: row["epoch"] <= state.epoch)
+    pop.state = _placed(pop.state.replace(agent=agents, buffer=buffer.replace(**restored)))
+    pop.epoch = int(saved["epoch"])
+    pop.history = [
+        runs.read_rows(c.out, CURVE, keep=lambda row: row["epoch"] <= pop.epoch) for c in pop.cells
+    ]
 
 
-# --- policy epochs -----------------------------------------------------------------------
-
-
-def refresh_due(step: int, num_updates: int, every: int) -> bool:
-    """Whether a multiple of ``every`` falls within updates ``step .. step + num_updates - 1``."""
-    return step % every == 0 or (step + num_updates - 1) // every > step // every
-
-
-def refresh_model_buffer(state: OfflineState, key: jax.Array, rng: np.random.Generator) -> dict:
-    """Roll the model out from dataset states with the current policy; add the valid steps to
-    the model buffer and return their mean reward, uncertainty and valid share."""
-    m = state.config.mopo
-    starts = rng.integers(0, state.data.num_transitions, m.rollout_batch_size)  # [R]
-    rollouts = mopo.jit_rollout(
-        state.agent,
-        state.model,
-        key,
-        jnp.asarray(state.data.observations[starts]),
-        m.rollout_length,
-        m.penalty,
-        m.penalty_coef,
-        state.task.terminated,
-    )
-    rollouts = jax.device_get(rollouts)  # [h, R, ...]
-    valid = rollouts["valid"].reshape(-1)  # [h * R]
-    steps = {k: v.reshape(-1, *v.shape[2:])[valid] for k, v in rollouts.items()}  # [n, ...]
-    state.buffer.add(0, *(steps[f] for f in FIELDS))
+def _epoch_keys(pop: Population) -> dict[str, jax.Array]:
     return {
-        "model_reward": float(steps["raw_rewards"].mean()),
-        "uncertainty": float(steps["uncertainty"].mean()),
-        "rollout_valid": float(valid.mean()),
+        stream: jnp.stack([jax_key(c.config.seed, stream, pop.epoch) for c in pop.cells])
+        for stream in ("rollouts", "updates")
     }
 
 
-def mixed_batches(state: OfflineState, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """``n`` SAC batches ``[n, B, ...]``: in each, ``real_ratio`` of the rows (the first ones)
-    from the data and the rest from the model buffer; all from the data while it is empty."""
-    m, d = state.config.mopo, state.data
-    batch = m.sac.batch_size
-    model_rows = batch - int(round(batch * m.real_ratio)) if state.buffer.sizes[0] else 0
-    real = rng.integers(0, d.num_transitions, (n, batch - model_rows))  # [n, B_real]
-    columns = {
-        "observations": d.observations[real],
-        "actions": d.actions[real],
-        "rewards": state.rewards[real],
-        "next_observations": d.next_observations[real],
-        "terminations": d.terminations[real].astype(np.float32),
-    }
-    if model_rows == 0:
-        return columns
-    model = state.buffer.sample(rng, model_rows, n)  # [1, n, B_model, ...]
-    return {k: np.concatenate([columns[k], model[k][0]], axis=1) for k in FIELDS}
+def run_epoch(pop: Population) -> list[dict]:
+    """One policy epoch of every cell (one kernel call), then an evaluation when one is due;
+    returns each cell's row (its last refresh's and its updates' metrics, the evaluation's)."""
+    m = pop.mopo
+    with timed(pop.timings, "epochs"):
+        pop.state, metrics = pop.kernel(pop.state, pop.data, _epoch_keys(pop))
+        metrics = jax.device_get(metrics)  # [C] each; waits for the epoch
+    pop.epoch += 1
+    rows = [
+        {"epoch": pop.epoch} | {k: float(v[c]) for k, v in metrics.items()}
+        for c in range(len(pop.cells))
+    ]
+    if pop.epoch % m.eval_every == 0 or pop.epoch == m.epochs:
+        with timed(pop.timings, "evaluation"):
+            returns = evaluate_population(pop)  # [C, episodes]
+        for row, r in zip(rows, returns, strict=True):
+            row |= {"eval_return": float(r.mean()), "eval_std": float(r.std())}
+    return rows
 
 
-def run_epoch(state: OfflineState) -> dict:
-    """One policy epoch: ``steps_per_epoch`` SAC updates in jitted calls, a model-buffer refresh
-    before each call that reaches a multiple of ``rollout_freq``, an evaluation when one is due.
-    Returns the epoch's row (its last refresh's and update's metrics, the evaluation's)."""
-    m, seed, epoch = state.config.mopo, state.config.seed, state.epoch
-    rng = numpy_rng(seed, "replay", epoch)
-    rollout_key, update_key = jax_key(seed, "rollouts", epoch), jax_key(seed, "updates", epoch)
-    row: dict = {"epoch": epoch + 1}
-    for call, begin in enumerate(range(0, m.steps_per_epoch, m.updates_per_call)):
-        n = min(m.updates_per_call, m.steps_per_epoch - begin)
-        if refresh_due(epoch * m.steps_per_epoch + begin, n, m.rollout_freq):
-            with _timed(state.timings, "rollouts"):
-                row |= refresh_model_buffer(state, jax.random.fold_in(rollout_key, call), rng)
-        with _timed(state.timings, "updates"):
-            batches = mixed_batches(state, rng, n)
-            key = jax.random.fold_in(update_key, call)
-            state.agent, metrics = mopo.policy_updates(state.agent, batches, key)
-    # Updates run asynchronously (overlapping the next batch's sampling): wait for the last
-    # one inside the clock so that the time shares add up.
-    with _timed(state.timings, "updates"):
-        jax.block_until_ready(state.agent)
-    row |= {k: float(v) for k, v in metrics.items() if k in ("q", "critic_loss", "temperature")}
-    state.epoch += 1
-    if state.epoch % m.eval_every == 0 or state.epoch == m.epochs:
-        with _timed(state.timings, "evaluation"):
-            returns = evaluate_policy(state)  # [episodes]
-        row |= {"eval_return": float(returns.mean()), "eval_std": float(returns.std())}
-    return row
+@jax.jit
+def _greedy(agents: sac.SAC, observations: jax.Array) -> jax.Array:
+    return sac.greedy_actions(agents, observations)
 
 
-def evaluate_policy(state: OfflineState) -> np.ndarray:
-    """Returns of the deterministic policy in the real environment, from the evaluation stream
-    at the current epoch."""
-    agent, dims = state.agent, state.data.obs_dim
-    return evaluate(
-        state.task,
-        lambda obs: np.asarray(sac.jit_greedy_actions_single(agent, jnp.asarray(obs[:, :dims]))),
-        state.config.mopo.eval_episodes,
-        seed=state.config.seed,
-        max_episode_steps=state.config.eval_episode_length,
-        index=(state.epoch,),
+def evaluate_population(pop: Population) -> np.ndarray:
+    """Every cell's deterministic policy in the real environment, all cells' episodes stepped
+    in lockstep; each cell's resets from its seed's ``evaluation`` stream at the current epoch,
+    its returns under its own task. ``[C, episodes]``."""
+    cells, episodes = pop.cells, pop.mopo.eval_episodes
+    env_name, dims = cells[0].task.env, cells[0].data.obs_dim
+    length = cells[0].config.eval_episode_length
+    envs = [make_env(env_name, max_episode_steps=length) for _ in range(len(cells) * episodes)]
+    seeds = np.concatenate(
+        [int_seeds(c.config.seed, "evaluation", episodes, pop.epoch) for c in cells]
     )
+    agents = pop.state.agent
+
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        grouped = jnp.asarray(obs[:, :dims].reshape(len(cells), episodes, dims), jnp.float32)
+        return np.asarray(_greedy(agents, grouped)).reshape(len(envs), -1)
+
+    try:
+        played = run_episodes(envs, policy, seeds)
+    finally:
+        for env in envs:
+            env.close()
+    returns = [
+        np.sum(c.task.reward(e.columns()))
+        for c, e in zip(_repeat(cells, episodes), played, strict=True)
+    ]
+    return np.array(returns).reshape(len(cells), episodes)
 
 
-def train_policy(state: OfflineState, on_epoch: Callable[[int, dict], None] | None = None) -> None:
-    """Run the remaining policy epochs, recording evaluations and checkpointing as due."""
-    m = state.config.mopo
-    while state.epoch < m.epochs:
-        row = run_epoch(state)
-        if "eval_return" in row:
-            state.history.append(
-                {k: row[k] for k in ("epoch", "eval_return", "eval_std")}
-                | {k: row.get(k, float("nan")) for k in ("q", "uncertainty")}
-            )
-        if on_epoch is not None:
-            on_epoch(state.epoch, row)
-        if state.epoch % m.checkpoint_every == 0 or state.epoch == m.epochs:
-            save_checkpoint(state)
+def _repeat(cells: list, times: int) -> list:
+    return [c for c in cells for _ in range(times)]
 
 
-# --- the run -----------------------------------------------------------------------------
+def train(pop: Population, on_epoch: Callable[[int, int, dict], None] | None = None) -> None:
+    """Run the remaining epochs, recording evaluations and checkpointing as due;
+    ``on_epoch(cell index, epoch, row)`` follows each cell's epoch."""
+    m = pop.mopo
+    while pop.epoch < m.epochs:
+        rows = run_epoch(pop)
+        for c, row in enumerate(rows):
+            if "eval_return" in row:
+                pop.history[c].append(
+                    {k: row[k] for k in ("epoch", "eval_return", "eval_std")}
+                    | {k: row.get(k, float("nan")) for k in ("q", "uncertainty")}
+                )
+            if on_epoch is not None:
+                on_epoch(c, pop.epoch, row)
+        if pop.epoch % m.checkpoint_every == 0 or pop.epoch == m.epochs:
+            save_checkpoint(pop)
 
 
-def offline_result(state: OfflineState, ranking, selected: Dataset, wall: float) -> dict:
-    """The result of a finished run (``result.json`` and the manifest's ``result``)."""
-    history, task = state.history, state.task
+# --- results -----------------------------------------------------------------------------------
+
+
+def offline_result(pop: Population, c: int, wall: float) -> dict:
+    """The result of finished cell ``c`` (``result.json`` and the manifest's ``result``)."""
+    cell, history = pop.cells[c], pop.history[c]
     returns = np.array([h["eval_return"] for h in history])  # [evaluations]
     best = int(np.argmax(returns))
+    selected, task = cell.selected, cell.task
     return {
         "task": task.name,
-        "select": state.config.select,
-        "seed": state.config.seed,
-        "ranking": [dataclasses.asdict(r) for r in ranking],
+        "select": cell.config.select,
+        "seed": cell.config.seed,
+        "ranking": [dataclasses.asdict(r) for r in cell.ranking],
         "selected": selected.name,
         "selected_transitions": selected.num_transitions,
-        "observation_dims": state.data.obs_dim,
+        "observation_dims": cell.data.obs_dim,
         "data_mean_return": float(
             np.mean(selected.episode_returns(selected.task_rewards[task.name]))
         ),
@@ -351,27 +537,97 @@ def offline_result(state: OfflineState, ranking, selected: Dataset, wall: float)
         "last_std": float(history[-1]["eval_std"]),
         "best_return": float(returns[best]),
         "best_epoch": int(history[best]["epoch"]),
-        "dynamics": state.dynamics_metrics,
-        "wall_seconds": wall,
-        "timings": state.timings,
+        "reward": cell.config.mopo.reward,
+        "model": pop.models[c]["path"],
+        "dynamics": pop.models[c]["metrics"],
+        # The population's time shared evenly: summed over cells, the stage's time.
+        "wall_seconds": wall / len(pop.cells),
+        "population": {"cells": len(pop.cells), "wall_seconds": wall, "timings": pop.timings},
     }
 
 
-def select_data(
-    task: TaskSpec,
-    rule: str,
-    data_paths: Sequence[Path] | None,
-    datasets: Sequence[Dataset] | None = None,
-) -> tuple[Dataset, list]:
-    """The datasets (given, or loaded from ``data_paths``) relabelled for ``task``: the
-    selection by ``rule`` and the ranking."""
-    if datasets is None:
-        datasets = load_datasets(data_paths or [])
-    if datasets[0].env != task.env:
-        raise UdgError(
-            f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
-        )
-    return select(datasets, task, rule)
+def finish_cell(pop: Population, c: int, wall: float) -> dict:
+    """Write cell ``c``'s policy, curve plot, result and complete manifest; its result."""
+    cell = pop.cells[c]
+    agent = jax.tree.map(lambda leaf: leaf[c], pop.state.agent)
+    runs.atomic_write_bytes(cell.out / POLICY, sac.to_bytes(agent))
+    result = offline_result(pop, c, wall)
+    _plot_curve(cell, pop.history[c])
+    runs.atomic_write_json(cell.out / "result.json", result)
+    runs.write_manifest(cell.out, "offline", "complete", cell.run_config, result=result)
+    return result
+
+
+def run_population(
+    jobs: Sequence[CellJob],
+    work: Path,
+    model_dir: Path | None = None,
+    on_prepared: Callable[[int, PreparedCell], None] | None = None,
+    on_model_epoch: Callable[[int, int, np.ndarray], None] | None = None,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+    model_path: Path | None = None,
+) -> list[dict]:
+    """Run (or resume, or read back) the cells ``jobs`` as one population; their results.
+
+    ``work`` holds the population's checkpoint, ``model_dir`` the shared dynamics models (one
+    file per model id; default ``work``). The hooks get the cell's index in ``jobs``:
+    ``on_prepared`` its selection (for a ranking), ``on_model_epoch`` each epoch of a model
+    fit (of the first cell needing it), ``on_epoch`` each policy epoch. ``model_path`` makes
+    every cell use that saved model instead of fitting one.
+    """
+    results: dict[int, dict] = {}
+    for i, job in enumerate(jobs):
+        done = open_cell(job)
+        if done is not None:
+            results[i] = done
+    todo = [i for i in range(len(jobs)) if i not in results]
+    if not todo:
+        return [results[i] for i in range(len(jobs))]
+    keys = {population_key(jobs[i].config) for i in todo}
+    if len(keys) > 1:
+        raise UdgError("the cells of one population need the same env and MOPO settings")
+    start = time.perf_counter()
+    prepared = []
+    for i in todo:
+        prepared.append(prepare_cell(jobs[i]))
+        if on_prepared is not None:
+            on_prepared(i, prepared[-1])
+    model_dir = Path(model_dir) if model_dir is not None else Path(work)
+    timings = dict.fromkeys(TIMED, 0.0)
+    models, infos, fitted = [], [], {}
+    for i, cell in zip(todo, prepared, strict=True):
+        if model_path is not None:
+            path = Path(model_path)
+            if not path.exists():
+                raise UdgError(f"no such dynamics model file: {model_path}")
+        elif len(jobs) == 1 and model_dir == Path(jobs[0].out):
+            path = model_dir / MODEL  # a lone run keeps its model in its folder
+        else:
+            path = model_dir / f"{model_id(cell)}.msgpack"
+        if path not in fitted:
+            hook = (
+                None
+                if on_model_epoch is None
+                else (lambda e, loss, i=i: on_model_epoch(i, e, loss))
+            )
+            fitted[path] = fit_or_load_model(cell, path, hook, timings)
+        model, metrics = fitted[path]
+        models.append(model)
+        infos.append({"path": str(path), "metrics": metrics})
+    pop = start_population(prepared, models, Path(work) / CHECKPOINT)
+    pop.models, pop.timings = infos, timings
+    load_checkpoint(pop)
+    index = dict(enumerate(todo))
+    train(pop, None if on_epoch is None else lambda c, e, row: on_epoch(index[c], e, row))
+    wall = time.perf_counter() - start
+    for c, i in enumerate(todo):
+        results[i] = finish_cell(pop, c, wall)
+    return [results[i] for i in range(len(jobs))]
+
+
+def model_fits(results: Sequence[dict]) -> int:
+    """How many distinct dynamics models the cells of ``results`` used."""
+    return len({r["model"] for r in results})
 
 
 def run_offline(
@@ -384,45 +640,37 @@ def run_offline(
     on_epoch: Callable[[int, dict], None] | None = None,
     model_path: Path | None = None,
 ) -> dict:
-    """Run (or resume, or just return the result of) one offline cell in ``out``.
-
-    ``model_path`` reuses a saved dynamics model instead of fitting one.
-    """
-    task = get_task(config.task)
-    out = Path(out)
-    sources = sorted(str(Path(p).resolve()) for p in data_paths or [])
-    run_config = {**runs.config_dict(config), "data": sources}
-    manifest = runs.open_run(out, "offline", run_config)
-    if manifest is not None and manifest.get("status") == "complete":
-        return manifest["result"]
-    start = time.perf_counter()
-    selected, ranking = select_data(task, config.select, data_paths, datasets)
-    if on_ranking is not None:
-        on_ranking(ranking)
-    runs.write_manifest(out, "offline", "running", run_config)
-    state = start_run(config, selected, task, out)
-    fit_model(state, on_model_epoch, model_path)
-    load_checkpoint(state)
-    train_policy(state, on_epoch)
-    runs.atomic_write_bytes(out / POLICY, sac.to_bytes(state.agent))
-    result = offline_result(state, ranking, selected, time.perf_counter() - start)
-    _plot_curve(state)
-    runs.atomic_write_json(out / "result.json", result)
-    runs.write_manifest(out, "offline", "complete", run_config, result=result)
+    """Run (or resume, or just return the result of) one offline cell in ``out``: a
+    population of one. ``model_path`` reuses a saved dynamics model instead of fitting one."""
+    job = CellJob(
+        config=config,
+        data_paths=tuple(str(p) for p in data_paths or ()),
+        out=str(out),
+        datasets=tuple(datasets) if datasets is not None else None,
+    )
+    (result,) = run_population(
+        [job],
+        Path(out),
+        on_prepared=None if on_ranking is None else lambda i, cell: on_ranking(cell.ranking),
+        on_model_epoch=None
+        if on_model_epoch is None
+        else lambda i, e, loss: on_model_epoch(e, loss),
+        on_epoch=None if on_epoch is None else lambda i, e, row: on_epoch(e, row),
+        model_path=model_path,
+    )
     return result
 
 
-def _plot_curve(state: OfflineState) -> None:
+def _plot_curve(cell: PreparedCell, history: list[dict]) -> None:
     from udg.experiments.plots import plot_learning_curves
 
-    history = state.history
-    steps = np.array([h["epoch"] for h in history]) * state.config.mopo.steps_per_epoch
+    steps = np.array([h["epoch"] for h in history]) * cell.config.mopo.steps_per_epoch
     name = "evaluation return (band: std over episodes)"
     plot_learning_curves(
         steps,
         {name: np.array([h["eval_return"] for h in history])},
-        f"return on {state.task.name}",
-        state.out / "learning_curve.png",
-        title=f"MOPO on {state.config.select} data, {state.task.name}",
+        f"return on {cell.task.name}",
+        cell.out / "learning_curve.png",
+        title=f"MOPO on {cell.config.select} data, {cell.task.name}",
         spreads={name: np.array([h["eval_std"] for h in history])},
     )

@@ -30,7 +30,7 @@ from udg.errors import UdgError, unknown_name
 from udg.evaluation import theory
 from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
-from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, run_cells_with_bar
+from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.offline_config import mopo_preset
 from udg.experiments.runs import (
@@ -182,24 +182,36 @@ def run_pipeline(
     address: str | None = None,
     log: Callable[[str], None] = print,
     progress: Progress = _no_progress,
+    max_cells: int | None = None,
 ) -> dict:
     """Run (or resume) the experiment in ``out``; returns what it wrote to results.json.
 
     ``log`` gets one line per stage and per finished cell; ``progress`` makes a bar per stage.
+    ``max_cells`` caps how many MOPO cells train as one population (default: all that can).
     """
     spec = get_experiment(config.experiment)
     gen, tasks = _validated(config, spec)
     if executor not in EXECUTORS:  # before any work, not after stage 1
         raise unknown_name("executor", executor, EXECUTORS)
+    if max_cells is not None and max_cells < 1:
+        raise UdgError(f"--population-cells must be at least 1, got {max_cells}")
     mopo = config.mopo or mopo_preset(spec.env, config.scale)
     out = Path(out)
     start = time.perf_counter()
     sources, experts = _make_data(config, spec, gen, tasks, out, log, progress)
     cells = _cells(config, spec, tasks, sources, mopo, out)
-    log(f"stage 2: {len(cells)} MOPO cells ({executor} executor)")
+    batches = populations(cells, max_cells)
+    log(f"stage 2: {len(cells)} MOPO cells in {len(batches)} population(s) ({executor} executor)")
     with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
         results = run_cells_with_bar(
-            cells, bar, mopo.epochs, log=log, executor=executor, address=address
+            cells,
+            bar,
+            mopo.epochs,
+            log=log,
+            work=out / "offline",
+            executor=executor,
+            address=address,
+            max_cells=max_cells,
         )
 
     log("theory check: exact W1 to expert data")
