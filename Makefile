@@ -26,7 +26,7 @@ lock:
 	rm -rf .lock-venv
 
 demo: $(STAMP)
-	$(VENV)/bin/udg demo --out runs/demo --executor ray
+	$(VENV)/bin/udg demo --out runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -65,8 +65,8 @@ def main() -> None:
             start = time.perf_counter()
             if name == "per-cell":
                 results = {}
-                for cell in cells:  # each in its own work folder: its own model
-                    results |= run_cells([cell], work=Path(cell.out) / "work")
+                for i, cell in enumerate(cells):  # each in its own work folder: its own model
+                    results |= run_cells([cell], work=root / name / f"work-{i}")
             else:
                 results = run_cells(
                     cells, work=root / name / "work", max_cells=1 if name != "population" else None
