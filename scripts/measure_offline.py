@@ -98,6 +98,7 @@ def main() -> None:
             bar,
             mopo.epochs,
             log=lambda line: print(line, flush=True),
+            work=out / "work",
             executor=args.executor,
         )
     last = np.array([r["last_return"] for r in results.values()])
