@@ -459,3 +459,35 @@ def test_cli_offline_warns_of_crossed_logvar_bounds(capsys, point_root, tmp_path
     assert "warning: 25% of the dynamics elites' log-variance bounds crossed" in (
         capsys.readouterr().out.replace("\n", " ")
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"reward": "guessed"}, "unknown reward 'guessed'; known: computed, learned"),
+        ({"rollout_freq": 30}, r"rollout_freq \(30\) must divide steps_per_epoch \(20\)"),
+    ],
+)
+def test_mopo_settings_the_kernel_cannot_run_are_refused(changes, message):
+    with pytest.raises(UdgError, match=message):
+        dataclasses.replace(TINY_MOPO, **changes)
+
+
+def test_cli_offline_unknown_reward_is_one_line(capsys, point_root, tmp_path):
+    code = main(
+        [
+            "offline",
+            "--data",
+            str(point_root),
+            "--task",
+            "point-angle-0",
+            "--out",
+            str(tmp_path / "run"),
+            "--reward",
+            "guessed",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["udg: error: unknown reward 'guessed'; known: computed, learned"]
+    assert not (tmp_path / "run").exists()  # refused before the folder is made

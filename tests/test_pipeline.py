@@ -236,4 +236,6 @@ def test_unknown_experiment_and_executor(tmp_path):
     # Refused before stage 1 starts: nothing is written.
     with pytest.raises(UdgError, match="unknown executor 'bogus'"):
         run_pipeline(PipelineConfig(), tmp_path / "demo", executor="bogus")
+    with pytest.raises(UdgError, match="--population-cells must be at least 1, got 0"):
+        run_pipeline(PipelineConfig(), tmp_path / "demo", max_cells=0)
     assert not (tmp_path / "demo").exists()
