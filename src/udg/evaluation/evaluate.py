@@ -8,7 +8,7 @@ evaluation and relabelling cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,12 +32,31 @@ def evaluate(
 
     The episodes' resets come from the run seed's ``evaluation`` stream at ``index`` (e.g. the
     epoch), so each evaluation of a run sees its own, reproducible start states."""
-    envs = [make_env(task.env, max_episode_steps=max_episode_steps) for _ in range(episodes)]
-    played = run_episodes(
-        envs,
-        lambda obs, t: policy(obs.astype(np.float32)),
-        int_seeds(seed, "evaluation", episodes, *index),
-    )
-    for env in envs:
-        env.close()
-    return np.array([np.sum(task.reward(e.columns())) for e in played])  # [n]
+    return evaluate_groups([task], policy, episodes, [seed], max_episode_steps, index)[0]
+
+
+def evaluate_groups(
+    tasks: Sequence[TaskSpec],
+    policy: BatchPolicy,
+    episodes: int,
+    seeds: Sequence[int],
+    max_episode_steps: int | None = None,
+    index: tuple[int, ...] = (),
+) -> np.ndarray:
+    """:func:`evaluate` for G groups at once (a population's cells, all of one env), every
+    episode stepped in lockstep: group g's ``episodes`` episodes are rows ``g * episodes ..``
+    of the policy's ``[G * episodes, o]`` input, reset from ``seeds[g]``'s stream and scored
+    with ``tasks[g]``. ``[G, episodes]``."""
+    envs = [
+        make_env(tasks[0].env, max_episode_steps=max_episode_steps)
+        for _ in range(len(tasks) * episodes)
+    ]
+    resets = np.concatenate([int_seeds(s, "evaluation", episodes, *index) for s in seeds])
+    try:
+        played = run_episodes(envs, lambda obs, t: policy(obs.astype(np.float32)), resets)
+    finally:
+        for env in envs:
+            env.close()
+    scored = [t for t in tasks for _ in range(episodes)]
+    returns = [np.sum(t.reward(e.columns())) for t, e in zip(scored, played, strict=True)]
+    return np.array(returns).reshape(len(tasks), episodes)

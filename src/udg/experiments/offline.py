@@ -34,16 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from udg.agents import sac
-from udg.data.collect import run_episodes, timed
+from udg.data.collect import timed
 from udg.data.dataset import Dataset
 from udg.data.minari_io import find_datasets, load_datasets
 from udg.data.relabel import Ranked, parse_selection, select
-from udg.envs.registry import get_env_spec, make_env, observed_columns, predicted_columns
+from udg.envs.registry import get_env_spec, observed_columns, predicted_columns
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import UdgError
+from udg.evaluation.evaluate import evaluate_groups
 from udg.experiments import runs
 from udg.offline import dynamics, mopo
-from udg.seeds import int_seeds, jax_key
+from udg.seeds import jax_key
 
 MODEL_METRICS = "model_metrics.json"
 """The dynamics fit's metrics, written beside ``model.msgpack``."""
@@ -467,32 +468,20 @@ def evaluate_population(pop: Population) -> np.ndarray:
     in lockstep; each cell's resets from its seed's ``evaluation`` stream at the current epoch,
     its returns under its own task. ``[C, episodes]``."""
     cells, episodes = pop.cells, pop.mopo.eval_episodes
-    env_name, dims = cells[0].task.env, cells[0].data.obs_dim
-    length = cells[0].config.eval_episode_length
-    envs = [make_env(env_name, max_episode_steps=length) for _ in range(len(cells) * episodes)]
-    seeds = np.concatenate(
-        [int_seeds(c.config.seed, "evaluation", episodes, pop.epoch) for c in cells]
+    dims, agents = cells[0].data.obs_dim, pop.state.agent
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        grouped = jnp.asarray(obs[:, :dims].reshape(len(cells), episodes, dims))
+        return np.asarray(_greedy(agents, grouped)).reshape(len(obs), -1)
+
+    return evaluate_groups(
+        [c.task for c in cells],
+        policy,
+        episodes,
+        [c.config.seed for c in cells],
+        max_episode_steps=cells[0].config.eval_episode_length,
+        index=(pop.epoch,),
     )
-    agents = pop.state.agent
-
-    def policy(obs: np.ndarray, t: int) -> np.ndarray:
-        grouped = jnp.asarray(obs[:, :dims].reshape(len(cells), episodes, dims), jnp.float32)
-        return np.asarray(_greedy(agents, grouped)).reshape(len(envs), -1)
-
-    try:
-        played = run_episodes(envs, policy, seeds)
-    finally:
-        for env in envs:
-            env.close()
-    returns = [
-        np.sum(c.task.reward(e.columns()))
-        for c, e in zip(_repeat(cells, episodes), played, strict=True)
-    ]
-    return np.array(returns).reshape(len(cells), episodes)
-
-
-def _repeat(cells: list, times: int) -> list:
-    return [c for c in cells for _ in range(times)]
 
 
 def train(pop: Population, on_epoch: Callable[[int, int, dict], None] | None = None) -> None:
