@@ -91,6 +91,21 @@ def _tensorboard_scalars(folder):
     return scalars
 
 
+def test_event_files_of_attempts_within_one_second_sort_as_they_ran(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    import tensorboardX.event_file_writer as event_file_writer
+
+    from udg.experiments import tensorboard
+
+    monkeypatch.setattr(event_file_writer.time, "time", lambda: 1_700_000_000.0)
+    for attempt in range(3):
+        writer = tensorboard.open_log(tmp_path, resume_step=attempt or None)
+        tensorboard.write_rows(writer, [{"env_steps": attempt, "attempt": attempt}], "env_steps")
+        tensorboard.close(writer)
+    scalars = _tensorboard_scalars(tmp_path)  # reads the files in name order, as TensorBoard does
+    assert scalars == {("attempt", a): [float(a)] for a in range(3)}
+
+
 def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkeypatch):
     pytest.importorskip("tensorboardX")
     import udg.experiments.generate as generate_module

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,11 +37,12 @@ def open_log(folder: Path, resume_step: int | None = None):
         return None
     from tensorboardX import SummaryWriter
 
-    # Event files are named by time and host: a unique suffix keeps two attempts that open a
-    # writer within the same second from writing one file.
-    return SummaryWriter(
-        str(folder), purge_step=resume_step, filename_suffix=f".{uuid.uuid4().hex}"
-    )
+    # Event files are named by the second and the host, and TensorBoard reads a folder's files in
+    # name order. Two attempts within one second would share a name, and a random suffix could
+    # sort the resumed attempt (with its purge) before the killed one: the suffix is the attempt's
+    # number, so names sort as the attempts ran.
+    attempt = len(list(Path(folder).glob("events.out.tfevents.*")))
+    return SummaryWriter(str(folder), purge_step=resume_step, filename_suffix=f".{attempt:04d}")
 
 
 def write_rows(writer, rows: Sequence[dict], step_key: str) -> None:
