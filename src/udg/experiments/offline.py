@@ -339,14 +339,12 @@ def start_population(
         terminations=jnp.asarray(np.concatenate([p.terminations for p in pieces]), jnp.float32),
         rewards=jnp.asarray(np.concatenate([c.rewards for c in cells]), jnp.float32),
     )
-    agents = [
-        sac.SAC.create(m.sac, jax_key(c.config.seed, "init"), first.obs_dim, first.act_dim)
-        for c in cells
-    ]
+    keys = jnp.stack([jax_key(c.config.seed, "init") for c in cells])
+    agents = sac.create_members(m.sac, keys, first.obs_dim, first.act_dim)
     buffer = mopo.ModelBuffer.empty(m.buffer_capacity, first.obs_dim, first.act_dim)
     state = _placed(
         mopo.CellState(
-            agent=_stack(agents),
+            agent=agents,
             model=_stack(models),
             buffer=_stack([buffer] * len(cells)),
             data_start=jnp.asarray([starts[c.sources] for c in cells], jnp.int32),
