@@ -10,11 +10,21 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from udg.devices import use_cpu_cores  # noqa: E402
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from udg.devices import use_compilation_cache, use_cpu_cores  # noqa: E402
 
 # Two CPU devices whatever the machine, as `udg` sets one per core: the suite runs the sharded
 # population path (agents split over the devices) that the command line runs.
 use_cpu_cores(2)
+# A compilation cache of this session only (nothing carried over from an earlier run): tests
+# that build the same program anew, subprocesses and Ray workers load it instead of compiling.
+# Set in the environment, so that `udg` run as a subprocess uses it too; removed at exit.
+os.environ["UDG_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="udg-test-xla-")
+atexit.register(shutil.rmtree, os.environ["UDG_COMPILATION_CACHE"], ignore_errors=True)
+use_compilation_cache(min_compile_seconds=0)
 warnings.filterwarnings("ignore", message=".*settotalmass.*")
 
 

@@ -95,3 +95,45 @@ def test_restored_population_keeps_the_template_placement():
     as_numpy = jax.tree.map(np.asarray, agents)  # a NumPy template restores to one device
     single = sac.from_bytes(as_numpy, sac.to_bytes(agents))
     assert len(single.actor_params["params"]["Dense_0"]["kernel"].sharding.device_set) == 1
+
+
+@pytest.mark.parametrize("value", ["off", ""])
+def test_compilation_cache_turned_off(monkeypatch, value):
+    from udg.devices import use_compilation_cache
+
+    monkeypatch.setenv("UDG_COMPILATION_CACHE", value)
+    assert use_compilation_cache() is None
+
+
+def test_compilation_cache_in_a_folder_that_cannot_exist_is_left_off(monkeypatch, tmp_path):
+    from udg.devices import use_compilation_cache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("UDG_COMPILATION_CACHE", str(blocker / "cache"))
+    assert use_compilation_cache() is None  # it only saves time: never an error
+
+
+def test_a_second_process_loads_what_the_first_compiled(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import time, jax, jax.numpy as jnp\n"
+        "from udg.devices import use_compilation_cache\n"
+        "use_compilation_cache(min_compile_seconds=0)\n"
+        "from udg.agents import sac\n"
+        "config = sac.SACConfig(hidden_dims=(8, 8), batch_size=4)\n"
+        "agent = jax.jit(lambda k: sac.SAC.create(config, k, 3, 2))(jax.random.key(0))\n"
+        "print(float(jax.tree.leaves(agent.actor_params)[0].sum()))\n"
+    )
+    env = dict(os.environ, UDG_COMPILATION_CACHE=str(tmp_path / "xla"))
+    runs = [
+        subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout  # the loaded program computes the same numbers
+    entries = sorted(p.name for p in (tmp_path / "xla").iterdir())
+    assert any(name.startswith("jit__lambda") for name in entries)

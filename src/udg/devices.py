@@ -8,11 +8,17 @@ lays a population's member axis over them, so that each core trains its own shar
 (``benchmarks/bench_sac.py`` measures the gain). A computation that is not sharded still runs
 on the first device with every core, as before. On a GPU or TPU backend the same calls shard
 over the accelerators, or do nothing when there is one.
+
+:func:`use_compilation_cache` is the other process-level setting an entry point makes: XLA's
+compiled programs are kept on disk, so a rerun, a resumed run or a Ray worker on the same
+machine loads a program the machine compiled before instead of compiling it again (on 2 cores a
+small network's init alone takes seconds to compile).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -47,6 +53,44 @@ def use_cpu_cores(count: int | None = None) -> int:
     except RuntimeError:  # the backend already started: keep its devices
         pass
     return count
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/udg/jax`` (default ``~/.cache/udg/jax``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "udg" / "jax"
+
+
+def use_compilation_cache(
+    path: str | os.PathLike[str] | None = None, min_compile_seconds: float = 0.2
+) -> Path | None:
+    """Keep compiled XLA programs in ``path`` (default :func:`default_cache_dir`) and load them
+    from there, for this process and the processes it starts (Ray's workers read the
+    environment variable it sets). Programs that compiled in under ``min_compile_seconds`` are
+    not stored.
+
+    ``UDG_COMPILATION_CACHE`` overrides ``path``; ``off`` (or empty) turns the cache off. A
+    folder that cannot be created leaves the cache off: it only saves time. JAX keys each entry
+    by the program, its compile options and the JAX version, so a hit is the same program.
+    Returns the folder in use, or None.
+    """
+    env = os.environ.get("UDG_COMPILATION_CACHE")
+    if env is not None:
+        if env.strip().lower() in ("", "off"):
+            return None
+        path = env
+    folder = Path(path) if path is not None else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(min_compile_seconds)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    return folder
 
 
 def member_mesh(num_members: int) -> Mesh | None:

@@ -251,17 +251,21 @@ class Offline:
 
 @dataclass(frozen=True)
 class Demo:
-    """The whole UDG pipeline on the point env: diverse data, baselines, MOPO on six tasks,
-    the W1 theory check, and a report (results.json, report.md, report.html)."""
+    """The whole UDG pipeline on the rooms world, over seeds: diverse data, baselines, MOPO on
+    six tasks, reference returns, coverage, the W1 theory check, and a report (results.json,
+    report.md, report.html). `--env point` runs the open plane, the control where data
+    coverage cannot matter."""
 
     out: Path = Path("runs/demo")
     """Run folder (rerun to resume; finished steps are skipped)."""
+    env: str = "rooms"
+    """World: rooms (nine rooms joined by doorways) or point (the open plane)."""
     scale: str = "demo"
     """Preset scale (demo runs in minutes on 2 cores)."""
     seed: int = 0
-    """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
-    seeds: int = 1
-    """MOPO seeds per cell."""
+    """First seed; the pipeline runs seeds seed .. seed + seeds - 1."""
+    seeds: int = 3
+    """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
     expert_steps: int | None = None
     """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
@@ -274,8 +278,9 @@ class Demo:
 
     def run(self) -> None:
         from udg.cli import commands
+        from udg.experiments.pipeline import demo_experiment
 
-        commands.pipeline("demo", self)
+        commands.pipeline(demo_experiment(self.env), self)
 
 
 @dataclass(frozen=True)
@@ -291,9 +296,9 @@ class Experiment:
     scale: str = "small"
     """demo, small (hours on 2 cores) or paper."""
     seed: int = 0
-    """Seed of data generation; MOPO uses seed .. seed + seeds - 1."""
+    """First seed; the pipeline runs seeds seed .. seed + seeds - 1."""
     seeds: int = 3
-    """MOPO seeds per cell."""
+    """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
     expert_steps: int | None = None
     """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
     executor: str = "local"
@@ -310,8 +315,8 @@ class Experiment:
         from udg.cli import commands
         from udg.experiments.pipeline import get_experiment
 
-        if self.name == "demo":
-            raise UdgError("use `udg demo` for the demo")
+        if self.name.startswith("demo"):
+            raise UdgError("use `udg demo` for the demo (`udg demo --env point` for demo-point)")
         get_experiment(self.name)
         out = self.out or Path("runs") / f"{self.name}-{self.scale}"
         commands.pipeline(self.name, dataclasses.replace(self, out=out))
@@ -421,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             description="Unsupervised data generation for offline RL. Add --debug for tracebacks.",
             config=(tyro.conf.OmitArgPrefixes,),
         )
-        from udg.devices import use_cpu_cores
+        from udg.devices import use_compilation_cache, use_cpu_cores
 
         use_cpu_cores()  # before the first JAX computation: one CPU device per core
+        use_compilation_cache()  # reruns, resumes and Ray workers load what was compiled
         command.run()
     except UdgError as err:
         if debug:
