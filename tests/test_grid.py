@@ -55,19 +55,24 @@ def test_table_groups_cells_by_task_and_column_over_seeds():
     table = _table(GRID, RESULTS)
     assert list(table) == list(TASKS)
     assert list(table["ant/angle-0"]) == ["udg-top1", "udg-top:2", "random-all"]
-    assert table["ant/angle-0"]["udg-top1"] == {"mean": 5.0, "std": 5.0, "n": 2}  # 0 and 10
-    assert table["ant-angle/seed1"]["random-all"] == {"mean": 107.0, "std": 5.0, "n": 2}
+    assert table["ant/angle-0"]["udg-top1"] == {  # seeds 0 and 1
+        "mean": 5.0,
+        "std": 5.0,
+        "n": 2,
+        "values": [0.0, 10.0],
+    }
+    assert table["ant-angle/seed1"]["random-all"]["mean"] == 107.0
 
 
-def test_one_seed_report_finds_each_cell_by_its_fields():
+def test_the_headline_spread_is_over_seeds_never_over_episodes():
+    one_seed = [c for c in GRID if c.seed == 1]
     summary = {
         "tasks": list(TASKS),
         "columns": ["udg-top1", "random-all", "supervised-all"],
         "supervised_task": TASKS[0],
-        "config": {"seed": 1, "seeds": 1},
-        "cells": {c.name: RESULTS[c.name] for c in GRID if c.seed == 1},
+        "table": _table(one_seed, RESULTS),
     }
     assert headline_rows(summary) == [  # random, supervised (none here), UDG top 1
-        ["ant/angle-0", "12.0 ± 2.0", "-", "10.0 ± 0.0"],
-        ["ant-angle/seed1", "112.0 ± 2.0", "-", "110.0 ± 0.0"],
+        ["ant/angle-0", "12.0 ± 0.0", "-", "10.0 ± 0.0"],  # last_std (episodes) is not shown
+        ["ant-angle/seed1", "112.0 ± 0.0", "-", "110.0 ± 0.0"],
     ]

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_configs import TINY, TINY_MOPO
 
@@ -15,18 +16,20 @@ from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.pipeline import PipelineConfig, run_pipeline
 
-TASKS = ("point-angle-0", "point-angle-120")
+TASKS = ("rooms-angle-0", "rooms-angle-120")
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """A tiny demo on the rooms world end to end, with 2 seeds."""
     out = tmp_path_factory.mktemp("demo")
     config = PipelineConfig(
         experiment="demo",
-        generate=dataclasses.replace(TINY, num_agents=3),
+        generate=dataclasses.replace(TINY, env="rooms", num_agents=3),
         mopo=TINY_MOPO,
         tasks=TASKS,
         expert_steps=300,
+        seeds=2,
     )
     logs = []
     summary = run_pipeline(config, out, log=logs.append, progress=PROGRESS)
@@ -55,52 +58,120 @@ PROGRESS = RecordingBars()
 
 def test_pipeline_writes_complete_reports(demo_run):
     out, _, summary, _ = demo_run
-    assert summary["tasks"] == list(TASKS)
-    assert set(summary["table"]["point-angle-0"]) == {
-        "udg-top1",
-        "udg-top2",
-        "udg-all",
-        "random-all",
-        "supervised-all",
-    }
-    assert len(summary["cells"]) == 2 * 5
+    assert summary["tasks"] == list(TASKS) and summary["seeds"] == [0, 1]
+    columns = {"udg-top1", "udg-top2", "udg-all", "random-all", "supervised-all"}
+    assert set(summary["table"]["rooms-angle-0"]) == columns
+    assert len(summary["cells"]) == 2 * 2 * 5  # tasks x seeds x columns
+    for task in TASKS:
+        for col, cell in summary["table"][task].items():  # mean and std are over the seeds
+            returns = [summary["cells"][f"{task}/{col}/seed{s}"]["last_return"] for s in (0, 1)]
+            assert cell["values"] == returns and cell["n"] == 2
+            assert cell["mean"] == pytest.approx(np.mean(returns))
+            assert cell["std"] == pytest.approx(np.std(returns))
     stored = json.loads((out / "results.json").read_text())
     assert stored["table"] == summary["table"]
+    # Each seed is the whole pipeline: its own stage 1, experts and random data.
+    for seed in (0, 1):
+        manifest = json.loads((out / f"seed-{seed}" / "udg" / "manifest.json").read_text())
+        assert manifest["config"]["seed"] == seed
+        assert summary["sources"][str(seed)]["random"][0].startswith(str(out / f"seed-{seed}"))
     report = (out / "report.md").read_text()
     for needle in (
+        "## Findings",
         "Offline return",
-        "UDG top 1",
+        "Normalised score",
+        "Reference returns",
+        "zero action",
+        "random actions",
+        "expert (SAC)",
+        "data: UDG top 1",
         "UDG top 2 mixed",
         "UDG all mixed",
-        "random",
-        "supervised (point-angle-0)",
-        "Findings",
+        "supervised (rooms-angle-0)",
+        "Coverage",
+        "outside start room",
         "Theory check",
-        "Spearman",
+        "rho, feature W1",
+        "pooled (normalised scores)",
         "Worst-case proxy",
+        "zero-action policy",
+        "by the mean over 2 seed(s); per seed on",
         "figures/coverage.png",
+        "figures/coverage_baselines.png",
         "figures/returns.png",
         "figures/w1_vs_return.png",
     ):
         assert needle in report, needle
+    assert report.index("## Findings") < report.index("## Offline return")  # leads with them
+    assert "± is the std over evaluation episodes" not in report
     html = (out / "report.html").read_text()
-    assert html.count("<table>") == 2 and "w1_vs_return.png" in html
-    for figure in ("coverage.png", "returns.png", "w1_vs_return.png"):
+    tables = sum(line.startswith("|---") for line in report.splitlines())
+    assert tables == html.count("<table>") == 6  # Markdown and HTML say the same
+    assert html.count("<figcaption>") == 4
+    for figure in ("coverage.png", "coverage_baselines.png", "returns.png", "w1_vs_return.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     pairs = summary["theory"]["pairs"]
-    assert len(pairs) == 10 and all(p["w1"] >= 0 for p in pairs)
+    assert len(pairs) == 20 and all(p["w1"] >= 0 and p["w1_features"] >= 0 for p in pairs)
+    points = summary["theory"]["points"]
+    assert len(points) == 10 and all(p["seeds"] == 2 for p in points)
+    assert set(summary["theory"]["spearman_within"]) == set(TASKS)
+    assert all(v["pairs"] == 5 for v in summary["theory"]["spearman_within"].values())
     assert set(summary["theory"]["worst_case_proxy"]) == {"udg", "random", "supervised"}
+    for task in TASKS:
+        ref = summary["reference"][task]
+        assert set(ref) == {"zero", "random", "expert"} and ref["zero"]["n"] == 2
+        assert ref["zero"]["mean"] == pytest.approx(0.0)  # no push, no displacement, no cost
+    for seed in ("0", "1"):
+        buffers = summary["coverage"][seed]
+        assert set(buffers) == {"agent-0", "agent-1", "agent-2", "random", "supervised"}
+        assert all(0 <= b["outside_start"] <= 1 and 4 in b["rooms"] for b in buffers.values())
     stages = summary["stage_seconds"]
     assert list(stages) == ["stage 1", "baselines", "MOPO cells"] and min(stages.values()) > 0
-    assert stages["MOPO cells"] == sum(c["wall_seconds"] for c in summary["cells"].values())
-    assert "stages as recorded over all runs: stage 1" in report
+    assert stages["MOPO cells"] == pytest.approx(
+        sum(c["wall_seconds"] for c in summary["cells"].values())
+    )
+    assert "stages as recorded over all runs and seeds: stage 1" in report
     steps = summary["config"]["generate"]["steps"]
     assert (
         f"UDG data: 3 agents x {steps} steps, reward 1 x diversity; random data: as many "
         "transitions; supervised and expert data: one SAC agent per task, 300 steps each."
     ) in report
-    experts = json.loads((out / "experts" / "manifest.json").read_text())
+    experts = json.loads((out / "seed-0" / "experts" / "manifest.json").read_text())
     assert experts["config"]["steps"] == 300 and steps == 500
+
+
+def test_reference_rows_and_normalised_scores_agree(demo_run):
+    _, _, summary, _ = demo_run
+    for task in TASKS:
+        ref = summary["reference"][task]
+        lo, hi = ref["random"]["mean"], ref["expert"]["mean"]
+        for col, cell in summary["normalised"][task].items():
+            if not hi > lo:
+                assert cell["mean"] is None  # no scale where the expert did not beat random
+                continue
+            raw = summary["table"][task][col]["values"]
+            assert cell["values"] == pytest.approx([100 * (r - lo) / (hi - lo) for r in raw])
+
+
+def test_findings_count_tasks_and_seeds():
+    from udg.experiments.report import _counted
+
+    def cell(*values):
+        return {"mean": float(np.mean(values)), "values": list(values)}
+
+    summary = {
+        "seeds": [0, 1, 2],
+        "config": {"seed": 0},
+        "table": {
+            "a": {"u": cell(2, 2, 2), "r": cell(1, 1, 3)},  # wins by mean, loses seed 2
+            "b": {"u": cell(1, 1, 1), "r": cell(0, 2, 0)},  # wins by mean, loses seed 1
+        },
+    }
+    line = _counted("U beats R", summary, ["a", "b"], lambda u, r: u > r, ("u", "r"))
+    assert line == (
+        "U beats R on 2 of 2 tasks by the mean over 3 seed(s); per seed on 2, 1, 1 of 2 "
+        "(all 2 tasks in 1 of 3 seeds)."
+    )
 
 
 def test_report_names_a_mixed_in_reward():
@@ -121,12 +192,18 @@ def test_report_names_a_mixed_in_reward():
 
 def test_every_stage_shows_progress_to_its_total(demo_run):
     bars = PROGRESS.bars
-    assert sorted(bars) == ["baselines point K=2", "stage 1 point K=3", "stage 2 MOPO"]
+    assert sorted(bars) == [
+        "seed 0 baselines rooms K=2",
+        "seed 0 stage 1 rooms K=3",
+        "seed 1 baselines rooms K=2",
+        "seed 1 stage 1 rooms K=3",
+        "stage 2 MOPO",
+    ]
     for bar in bars.values():
         completed = [c for c, _ in bar["updates"]]
         assert completed == sorted(completed) and completed[-1] == bar["total"] > 0
     mopo = bars["stage 2 MOPO"]
-    assert mopo["unit"] == "epochs" and mopo["total"] == 10 * TINY_MOPO.epochs
+    assert mopo["unit"] == "epochs" and mopo["total"] == 20 * TINY_MOPO.epochs
     assert any("ret" in m for _, m in mopo["updates"])
     assert any("model_epoch" in m for _, m in mopo["updates"])  # the fit shows on the bar too
 
@@ -160,7 +237,7 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
 
     def run_generate(gen, run_out, on_round=None):
         generator, paths = real_generate(gen, run_out, on_round)
-        return generator, [linked(p, run_out.name) for p in paths]
+        return generator, [linked(p, f"{run_out.name}{gen.seed}") for p in paths]
 
     cells = []
     real_run_cells = pipeline.run_cells_with_bar
@@ -170,60 +247,70 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
         return real_run_cells(grid, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_generate", run_generate)
-    monkeypatch.setattr(pipeline, "_random_dataset", lambda *a: linked(real_random(*a), "random"))
+    monkeypatch.setattr(
+        pipeline, "_random_dataset", lambda *a: linked(real_random(*a), f"random{a[3]}")
+    )
     monkeypatch.setattr(pipeline, "run_cells_with_bar", run_cells_with_bar)
     monkeypatch.setattr(offline, "train", lambda *a, **k: pytest.fail("recomputed"))
     again = run_pipeline(config, out, log=lambda m: None)
-    folders = {c.data: {str(Path(p).parent) for p in c.datasets} for c in cells}
+    folders: dict[str, set[str]] = {}
+    for c in cells:
+        folders.setdefault(c.data, set()).update(str(Path(p).parent) for p in c.datasets)
     assert folders == {
-        "udg": {str(tmp_path / "udg")},
-        "random": {str(tmp_path / "random")},
-        "supervised": {str(tmp_path / "experts")},
+        kind: {str(tmp_path / f"{stage}{seed}") for seed in (0, 1)}
+        for kind, stage in (("udg", "udg"), ("random", "random"), ("supervised", "experts"))
     }
-    assert [len(c.datasets) for c in cells if c.data == "udg"] == [3] * 6
+    assert [len(c.datasets) for c in cells if c.data == "udg"] == [3] * 12
     assert again["table"] == summary["table"] and again["theory"] == summary["theory"]
 
 
 def test_ray_executor_matches_local(demo_run, tmp_path):
+    # The demo trained these two cells in-process, in its population of 20; Ray trains them
+    # again, as one population of two in a worker process, from a fresh model folder.
     out, _, summary, _ = demo_run
-    data = tuple(str(p) for p in sorted((out / "udg" / "datasets").rglob("agent-*-v0")))
+    data = tuple(str(p) for p in sorted((out / "seed-0" / "udg" / "datasets").rglob("agent-*-v0")))
     cells = [
         Cell(
             data="udg",
-            config=OfflineConfig(task="point-angle-0", select="top1", seed=seed, mopo=TINY_MOPO),
+            config=OfflineConfig(task="rooms-angle-0", select="top1", seed=0, mopo=TINY_MOPO),
             datasets=data,
-            out=str(tmp_path / f"x-{seed}"),
-        )
-        for seed in (0, 1)
+            out=str(tmp_path / "ray-a"),
+        ),
+        Cell(
+            data="udg",
+            config=OfflineConfig(task="rooms-angle-120", select="top1", seed=0, mopo=TINY_MOPO),
+            datasets=data,
+            out=str(tmp_path / "ray-b"),
+        ),
     ]
-
-    def recorder(events):
-        return {
-            "on_model_epoch": lambda c, e, mse: events.append((c.name, "model", e, mse > 0)),
-            "on_epoch": lambda c, e, row: events.append((c.name, "policy", e, row["epoch"] == e)),
-            "on_done": lambda c, r: events.append((c.name, "done", None, True)),
-        }
-
-    local_events, ray_events = [], []
-    local = run_cells(cells, tmp_path / "wl", executor="local", **recorder(local_events))
-    ray_cells = [dataclasses.replace(c, out=c.out.replace("x-", "ray-")) for c in cells]
-    remote = run_cells(ray_cells, tmp_path / "wr", executor="ray", **recorder(ray_events))
-    # Results come in the cells' order whichever ends first: here a finished cell (read back at
-    # once) after one that trains.
-    late = dataclasses.replace(cells[0], out=str(tmp_path / "late"))
-    assert list(run_cells([late, ray_cells[1]], tmp_path / "wr", executor="ray")) == [
-        c.name for c in cells
-    ]
-    for name in local:
-        assert remote[name]["last_return"] == pytest.approx(local[name]["last_return"], rel=1e-5)
+    events = []
+    remote = run_cells(
+        cells,
+        tmp_path / "wr",
+        executor="ray",
+        on_model_epoch=lambda c, e, mse: events.append((c.name, "model", e, mse > 0)),
+        on_epoch=lambda c, e, row: events.append((c.name, "policy", e, row["epoch"] == e)),
+        on_done=lambda c, r: events.append((c.name, "done", None, True)),
+    )
+    for name in remote:
+        local = summary["cells"][name]
+        assert remote[name]["last_return"] == pytest.approx(local["last_return"], rel=1e-4)
     # Ray cells report each model and MOPO epoch to this process too, in order within a cell.
-    for name in local:
-        mine = [ev for ev in local_events if ev[0] == name]
-        assert [ev for ev in ray_events if ev[0] == name] == mine
+    for cell in cells:
+        mine = [ev for ev in events if ev[0] == cell.name]
         kinds = [kind for _, kind, _, _ in mine]
         assert kinds[-1] == "done" and kinds.count("policy") == TINY_MOPO.epochs
         assert kinds.index("policy") > 0 and set(kinds[: kinds.index("policy")]) == {"model"}
+        assert [e for _, kind, e, _ in mine if kind == "policy"] == list(
+            range(1, TINY_MOPO.epochs + 1)
+        )
         assert all(ok for *_, ok in mine)
+    # Results come in the cells' order whichever ends first: here a finished cell (read back at
+    # once) after one that trains.
+    late = dataclasses.replace(cells[0], out=str(tmp_path / "late"))
+    assert list(run_cells([late, cells[1]], tmp_path / "wr", executor="ray")) == [
+        c.name for c in cells
+    ]
 
 
 def test_unknown_experiment_and_executor(tmp_path):

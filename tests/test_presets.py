@@ -22,7 +22,8 @@ from udg.offline.ensemble import DynamicsConfig
 from udg.offline.mopo import MOPOConfig
 
 PINNED = Path(__file__).parent / "data" / "presets.json"
-"""Every preset as the code returned it before the table existed (commit ee0de81)."""
+"""Every preset as the code returned it before the table existed (commit ee0de81), with the
+rooms world's K changed on purpose since (6 -> 8 at demo and small: one agent per outer room)."""
 
 COINCIDENCES = {("max_batches_per_epoch", 100)}
 """(field, value) pairs that two presets share by coincidence, not by derivation: demo's model

@@ -129,6 +129,16 @@ def predicted_columns(spec: EnvSpec, dims: int | None = None) -> tuple[str, ...]
     return tuple(c for c in spec.info_columns if c not in observed)
 
 
+def env_walls(name: str) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The walls of env ``name`` in its first two diversity features, as segments
+    ``((x0, y0), (x1, y1))`` for drawing (the rooms world's; none elsewhere)."""
+    if get_env_spec(name).name != "rooms":
+        return []
+    from udg.envs.rooms import wall_segments
+
+    return wall_segments()
+
+
 def get_env_spec(name: str) -> EnvSpec:
     """The spec of env ``name``; an unknown name raises :class:`UdgError` listing the known."""
     try:

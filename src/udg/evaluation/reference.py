@@ -92,7 +92,7 @@ def _row(returns: np.ndarray) -> dict:
 def reference_rows(
     task: TaskSpec,
     expert: BatchPolicy | Sequence[float] | np.ndarray,
-    data_mean_return: float | Sequence[float] | np.ndarray,
+    data_mean_return: float | Sequence[float] | np.ndarray | None,
     episodes: int,
     seed: int,
     max_episode_steps: int | None = None,
@@ -103,7 +103,7 @@ def reference_rows(
     ``expert`` is either a policy (``[n, o] -> [n, a]``, evaluated here like the others) or its
     online returns already measured. ``data_mean_return`` is the data's mean episode return
     under the task, or the episode returns themselves; a single number has no spread, so its
-    ``std`` and ``episodes`` are None. ``normalised`` is the row's mean as a D4RL score, None
+    ``std`` and ``episodes`` are None; None leaves the ``data`` row out. ``normalised`` is the row's mean as a D4RL score, None
     where the expert's mean equals the random policy's (the score is then undefined).
     """
     if episodes < 1:
@@ -119,8 +119,10 @@ def reference_rows(
         "random": _row(random_policy_returns(task, episodes, seed, max_episode_steps)),
         "expert": _row(expert_returns),
     }
-    data = np.asarray(data_mean_return, dtype=np.float64)
-    if data.ndim == 0:
+    data = None if data_mean_return is None else np.asarray(data_mean_return, dtype=np.float64)
+    if data is None:
+        pass
+    elif data.ndim == 0:
         rows["data"] = {"mean": float(data), "std": None, "episodes": None}
     else:
         if data.size == 0:

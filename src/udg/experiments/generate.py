@@ -30,7 +30,7 @@ from udg.data.dataset import Episode
 from udg.data.episode_arrays import episode_arrays, episodes_from_arrays
 from udg.data.minari_io import dataset_id_for, write_dataset
 from udg.diversity import wasserstein as wd
-from udg.envs.registry import get_env_spec, make_env
+from udg.envs.registry import env_walls, get_env_spec, make_env
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import UdgError
 from udg.experiments import tensorboard
@@ -511,4 +511,8 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
         labels.append(path.name.removesuffix("-v0"))
     title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"
     out = run / "coverage.png" if out is None else Path(out)
-    return plot_coverage(trajectories, labels, features[:2], out, title=title, last=last)
+    default = list(get_env_spec(config["env"]).feature_columns[:2])
+    walls = env_walls(config["env"]) if list(features[:2]) == default else ()
+    return plot_coverage(
+        trajectories, labels, features[:2], out, title=title, last=last, walls=walls
+    )

@@ -1,13 +1,17 @@
 """The whole UDG pipeline with its baselines and the theory check: ``udg demo`` and
 ``udg experiment``.
 
-Stage 1 trains K diverse agents (the UDG data). Two baselines come beside it: uniformly random
-actions with as many transitions as UDG's total, and supervised data, the replay history of one
-SAC agent trained on a known task. The supervised agent is trained in one population with an
-expert per downstream task (one task per agent); the experts' last episodes are the expert data
-of the W1 theory check. For each downstream task, MOPO then trains on UDG's selections and on
-the baselines, cell by cell (a finished cell is never recomputed), and the report compares them
-in the paper's format beside the paper's numbers. Rerunning the command resumes it.
+A seed is the whole pipeline. For each seed, stage 1 trains K diverse agents (the UDG data),
+and two baselines come beside it: uniformly random actions with as many transitions as UDG's
+total, and supervised data, the replay history of one SAC agent trained on a known task. The
+supervised agent is trained in one population with an expert per downstream task (one task per
+agent); the experts' last episodes are the expert data of the W1 theory check and the expert
+row of the reference returns. For each downstream task, MOPO then trains on UDG's selections and
+on the baselines of every seed, all cells as one population where their settings agree (a
+finished cell is never recomputed). The summary gives every return as mean and std over seeds,
+beside the online reference returns (zero action, random actions, expert) and D4RL's normalised
+score, with coverage diagnostics on the rooms world; the report compares them in the paper's
+format beside the paper's numbers. Rerunning the command resumes it.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import numpy as np
 
 from udg.data.collect import random_episodes
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
-from udg.data.relabel import select
+from udg.data.relabel import relabel, select
+from udg.envs.registry import get_env_spec, observed_columns
 from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
-from udg.evaluation import theory
+from udg.evaluation import coverage, theory
+from udg.evaluation.reference import normalised_score, reference_rows
 from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
@@ -62,14 +68,24 @@ class ExperimentSpec:
     """The paper's numbers: ``paper[task][column] = "mean ± std"``."""
 
 
-EXPERIMENTS: dict[str, ExperimentSpec] = {
-    "demo": ExperimentSpec(
-        name="demo",
-        env="point",
-        tasks=tuple(f"point-angle-{a}" for a in PAPER_ANGLES),
+DEMO_ENVS = ("rooms", "point")
+"""The worlds ``udg demo`` runs on: ``rooms`` (the default, where data coverage decides) and
+``point``, the open plane, the control where it cannot matter."""
+
+
+def _demo(env: str) -> ExperimentSpec:
+    return ExperimentSpec(
+        name="demo" if env == DEMO_ENVS[0] else f"demo-{env}",
+        env=env,
+        tasks=tuple(f"{env}-angle-{a}" for a in PAPER_ANGLES),
         selections=("top1", "top2", "all"),
-        supervised_task="point-angle-0",
-    ),
+        supervised_task=f"{env}-angle-0",
+    )
+
+
+EXPERIMENTS: dict[str, ExperimentSpec] = {
+    "demo": _demo("rooms"),
+    "demo-point": _demo("point"),
     "ant-angle": ExperimentSpec(
         name="ant-angle",
         env="ant",
@@ -101,7 +117,14 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {
         },
     ),
 }
-"""The experiments ``udg experiment`` runs (``demo`` is ``udg demo``)."""
+"""The experiments ``udg experiment`` runs (``demo`` and ``demo-point`` are ``udg demo``)."""
+
+
+def demo_experiment(env: str) -> str:
+    """The name of the demo experiment on ``env`` (one of :data:`DEMO_ENVS`)."""
+    if env not in DEMO_ENVS:
+        raise unknown_name("demo env", env, DEMO_ENVS)
+    return _demo(env).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +136,12 @@ class PipelineConfig:
     scale: str = "demo"
     """Preset scale of every stage."""
     seed: int = 0
-    """Seed of data generation; MOPO cells use seeds ``seed .. seed + seeds - 1``."""
-    seeds: int = 1
-    """MOPO seeds per cell."""
+    """The first seed; the pipeline runs seeds ``seed .. seed + seeds - 1``."""
+    seeds: int = 3
+    """Seeds of the whole pipeline: each has its own stage 1, baselines and MOPO cells."""
     generate: GenerateConfig | None = None
-    """Stage-1 config (None: the scale's preset)."""
+    """Stage-1 config (None: the scale's preset); seed ``seed + i`` replaces its seed by
+    ``generate.seed + i``."""
     mopo: MOPOConfig | None = None
     """MOPO config of every cell (None: the scale's preset)."""
     tasks: tuple[str, ...] | None = None
@@ -186,11 +210,13 @@ def run_pipeline(
 ) -> dict:
     """Run (or resume) the experiment in ``out``; returns what it wrote to results.json.
 
-    ``log`` gets one line per stage and per finished cell; ``progress`` makes a bar per stage.
-    ``max_cells`` caps how many MOPO cells train as one population (default: all that can).
+    Seed ``s`` writes its stage 1 and baselines under ``out/seed-<s>/``; every MOPO cell of
+    every seed goes under ``out/offline/``. ``log`` gets one line per stage and per finished
+    cell; ``progress`` makes a bar per stage. ``max_cells`` caps how many MOPO cells train as
+    one population (default: all that can).
     """
     spec = get_experiment(config.experiment)
-    gen, tasks = _validated(config, spec)
+    gens, tasks = _validated(config, spec)
     if executor not in EXECUTORS:  # before any work, not after stage 1
         raise unknown_name("executor", executor, EXECUTORS)
     if max_cells is not None and max_cells < 1:
@@ -198,10 +224,16 @@ def run_pipeline(
     mopo = config.mopo or mopo_preset(spec.env, config.scale)
     out = Path(out)
     start = time.perf_counter()
-    sources, experts = _make_data(config, spec, gen, tasks, out, log, progress)
-    cells = _cells(config, spec, tasks, sources, mopo, out)
+    data = {
+        seed: _make_data(config, spec, gen, seed, tasks, out / f"seed-{seed}", log, progress)
+        for seed, gen in gens.items()
+    }
+    cells = _cells(spec, tasks, data, mopo, out)
     batches = populations(cells, max_cells)
-    log(f"stage 2: {len(cells)} MOPO cells in {len(batches)} population(s) ({executor} executor)")
+    log(
+        f"stage 2: {len(cells)} MOPO cells ({len(data)} seed(s)) in {len(batches)} "
+        f"population(s) ({executor} executor)"
+    )
     with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
         results = run_cells_with_bar(
             cells,
@@ -214,21 +246,30 @@ def run_pipeline(
             max_cells=max_cells,
         )
 
-    log("theory check: exact W1 to expert data")
+    log("reference returns: zero action, random actions, expert; theory check: exact W1")
+    reference = _reference(tasks, data, mopo)
+    table = _table(cells, results)
     summary = {
         "experiment": spec.name,
-        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gen)},
+        "env": spec.env,
+        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gens[config.seed])},
+        "seeds": list(data),
+        "sources": {str(s): d.sources for s, d in data.items()},
         "tasks": tasks,
         "columns": [f"udg-{s}" for s in spec.selections] + ["random-all", "supervised-all"],
         "supervised_task": spec.supervised_task,
         "paper": spec.paper,
         "cells": {c.name: _cell_summary(results[c.name]) for c in cells},
-        "table": _table(cells, results),
-        "theory": _theory(config.seed, tasks, sources, experts, cells, results),
+        "table": table,
+        "reference": reference,
+        "normalised": _normalised(cells, results, reference),
+        "data_returns": _data_returns(cells, results),
+        "coverage": _coverage(spec.env, data),
+        "theory": _theory(tasks, data, cells, results, reference),
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
-        "stage_seconds": _stage_seconds(out, cells, results),
+        "stage_seconds": _stage_seconds(out, data, cells, results),
     }
     atomic_write_json(out / "results.json", summary)
     from udg.experiments.report import write_report
@@ -237,8 +278,11 @@ def run_pipeline(
     return summary
 
 
-def _validated(config: PipelineConfig, spec: ExperimentSpec) -> tuple[GenerateConfig, list[str]]:
-    """Stage 1's config and the tasks to run, or a clear error for a bad pipeline config."""
+def _validated(
+    config: PipelineConfig, spec: ExperimentSpec
+) -> tuple[dict[int, GenerateConfig], list[str]]:
+    """Stage 1's config of each seed and the tasks to run, or a clear error for a bad
+    pipeline config."""
     if config.seeds < 1:
         raise UdgError(f"--seeds must be at least 1, got {config.seeds}")
     if config.seed < 0:
@@ -249,34 +293,47 @@ def _validated(config: PipelineConfig, spec: ExperimentSpec) -> tuple[GenerateCo
     unknown = [t for t in tasks if t not in spec.tasks]
     if unknown:
         raise UdgError(f"task(s) {', '.join(unknown)} are not part of experiment {spec.name}")
-    gen = config.generate or dataclasses.replace(
+    base = config.generate or dataclasses.replace(
         generate_preset(spec.env, config.scale), seed=config.seed
     )
-    return gen, tasks
+    gens = {
+        config.seed + i: dataclasses.replace(base, seed=base.seed + i) for i in range(config.seeds)
+    }
+    return gens, tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedData:
+    """What one seed's stage 1 and baselines wrote: the dataset folders of each data kind (UDG:
+    one per agent) and each task's expert dataset."""
+
+    seed: int
+    sources: dict[str, tuple[str, ...]]
+    experts: dict[str, Path]
 
 
 def _make_data(
     config: PipelineConfig,
     spec: ExperimentSpec,
     gen: GenerateConfig,
+    seed: int,
     tasks: list[str],
     out: Path,
     log: Callable[[str], None],
     progress: Progress,
-) -> tuple[dict[str, tuple[str, ...]], dict[str, Path]]:
-    """Stage 1 and the baselines' data; returns the dataset folders of each data kind (UDG: one
-    per agent) and each task's expert dataset, as the stages wrote them."""
+) -> SeedData:
+    """Stage 1 and the baselines' data of one seed, under ``out``."""
     expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
     expert_steps = config.expert_steps or gen.steps
-    log(f"stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
+    log(f"seed {seed}, stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
     udg_paths = _generate_with_bar(
-        gen, out / "udg", f"stage 1 {spec.env} K={gen.num_agents}", progress
+        gen, out / "udg", f"seed {seed} stage 1 {spec.env} K={gen.num_agents}", progress
     )
     plot_run_coverage(out / "udg")
     log(
-        f"baselines: {len(expert_tasks)} SAC agents, one per task, trained at once, "
-        f"{expert_steps} steps each (supervised data: {spec.supervised_task}; "
-        "the others are the theory check's experts)"
+        f"seed {seed}, baselines: {len(expert_tasks)} SAC agents, one per task, trained at "
+        f"once, {expert_steps} steps each (supervised data: {spec.supervised_task}; "
+        "the others are the experts)"
     )
     experts_config = dataclasses.replace(
         gen,
@@ -288,50 +345,58 @@ def _make_data(
         steps=expert_steps,
     )
     expert_paths = _generate_with_bar(
-        experts_config, out / "experts", f"baselines {spec.env} K={len(expert_tasks)}", progress
+        experts_config,
+        out / "experts",
+        f"seed {seed} baselines {spec.env} K={len(expert_tasks)}",
+        progress,
     )
     experts = dict(zip(expert_tasks, expert_paths, strict=True))  # agent i learnt task i
     total = gen.num_agents * gen.rounds * gen.episode_length
-    log(f"baseline: {total} uniformly random transitions")
-    random_path = _random_dataset(spec.env, total, gen.episode_length, config.seed, out / "random")
+    log(f"seed {seed}, baseline: {total} uniformly random transitions")
+    random_path = _random_dataset(spec.env, total, gen.episode_length, seed, out / "random")
     sources = {
         "udg": tuple(str(p) for p in udg_paths),
         "random": (str(random_path),),
         "supervised": (str(experts[spec.supervised_task]),),
     }
-    return sources, experts
+    return SeedData(seed, sources, experts)
 
 
 def _cells(
-    config: PipelineConfig,
     spec: ExperimentSpec,
     tasks: list[str],
-    sources: dict[str, tuple[str, ...]],
+    data: dict[int, SeedData],
     mopo: MOPOConfig,
     out: Path,
 ) -> list[Cell]:
-    """Stage 2's grid: per task and seed, UDG's selections then the two baselines."""
+    """Stage 2's grid: per task and seed, UDG's selections then the two baselines, each on
+    its seed's data."""
     kinds = [("udg", s) for s in spec.selections] + [("random", "all"), ("supervised", "all")]
     cells = []
     for task in tasks:
-        for seed in range(config.seed, config.seed + config.seeds):
+        for seed, seed_data in data.items():
             for kind, rule in kinds:
                 offline = OfflineConfig(
                     task=task, select=rule, seed=seed, mopo=mopo, eval_episode_length=None
                 )
-                cell = Cell(data=kind, config=offline, datasets=sources[kind], out="")
+                cell = Cell(data=kind, config=offline, datasets=seed_data.sources[kind], out="")
                 # The folder is named after the cell, whose name comes from its fields.
                 cells.append(dataclasses.replace(cell, out=str(out / "offline" / cell.name)))
     return cells
 
 
-def _stage_seconds(out: Path, cells, results) -> dict[str, float]:
-    """Time of the main stages as each recorded it: stage 1 and the baselines summed over
-    resumed runs (their manifests keep it); each MOPO cell as the invocation that finished it.
-    The experiment's ``wall_seconds`` is only this invocation's when it was resumed."""
+def _stage_seconds(out: Path, data: dict[int, SeedData], cells, results) -> dict[str, float]:
+    """Time of the main stages as each recorded it, summed over seeds: stage 1 and the
+    baselines over resumed runs (their manifests keep it); the MOPO cells as the invocations
+    that finished them (a population's time shared among its cells). The experiment's
+    ``wall_seconds`` is only this invocation's when it was resumed."""
     return {
-        "stage 1": read_json(out / "udg" / MANIFEST)["wall_seconds"],
-        "baselines": read_json(out / "experts" / MANIFEST)["wall_seconds"],
+        "stage 1": sum(
+            read_json(out / f"seed-{s}" / "udg" / MANIFEST)["wall_seconds"] for s in data
+        ),
+        "baselines": sum(
+            read_json(out / f"seed-{s}" / "experts" / MANIFEST)["wall_seconds"] for s in data
+        ),
         "MOPO cells": sum(results[c.name]["wall_seconds"] for c in cells),
     }
 
@@ -352,67 +417,212 @@ def _cell_summary(result: dict) -> dict:
     return {k: result[k] for k in keys}
 
 
-def _table(cells: list[Cell], results: dict[str, dict]) -> dict:
-    """``table[task][column] = {mean, std, n}`` of last returns over seeds."""
-    table: dict = {}
-    for cell in cells:
-        returns = table.setdefault(cell.task, {}).setdefault(cell.column, [])
-        returns.append(results[cell.name]["last_return"])
+def _over_seeds(values: list[float]) -> dict:
+    """``{mean, std, n, values}`` of one number per seed (std over seeds, 0 for one seed);
+    mean and std are None, and so is each NaN value, when some value is NaN."""
+    defined = bool(np.all(np.isfinite(values)))
     return {
-        task: {
-            col: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-            for col, v in cols.items()
-        }
-        for task, cols in table.items()
+        "mean": float(np.mean(values)) if defined else None,
+        "std": float(np.std(values)) if defined else None,
+        "n": len(values),
+        "values": [float(v) if np.isfinite(v) else None for v in values],
     }
+
+
+def _per_column(cells: list[Cell], value: Callable[[Cell], float]) -> dict:
+    """``{task: {column: _over_seeds([value(cell) for the column's cells])}}``."""
+    grouped: dict = {}
+    for cell in cells:
+        grouped.setdefault(cell.task, {}).setdefault(cell.column, []).append(value(cell))
+    return {
+        task: {col: _over_seeds(v) for col, v in cols.items()} for task, cols in grouped.items()
+    }
+
+
+def _table(cells: list[Cell], results: dict[str, dict]) -> dict:
+    """``table[task][column]``: MOPO's last return over seeds (each seed's the mean over its
+    evaluation episodes; their std stays in ``cells``)."""
+    return _per_column(cells, lambda c: results[c.name]["last_return"])
+
+
+def _data_returns(cells: list[Cell], results: dict[str, dict]) -> dict:
+    """``data_returns[task][column]``: the selected data's own mean episode return under the
+    task, over seeds."""
+    return _per_column(cells, lambda c: results[c.name]["data_mean_return"])
+
+
+def _reference(tasks: list[str], data: dict[int, SeedData], mopo: MOPOConfig) -> dict:
+    """``reference[task][row]`` for the rows ``zero``, ``random`` and ``expert``: the online
+    return in the real env over seeds, each seed's the mean over its episodes. Zero and random
+    actions run ``mopo.eval_episodes`` episodes from the seed's evaluation resets, as the
+    cells' policies do; the expert's return is that of its last episodes in its replay (the
+    theory check's expert data: the online SAC agent trained on the task, stochastic, as it
+    collected them)."""
+    out = {}
+    for task_name in tasks:
+        task = get_task(task_name)
+        rows: dict[str, list[float]] = {"zero": [], "random": [], "expert": []}
+        for seed, seed_data in data.items():
+            expert = load_dataset(seed_data.experts[task_name])
+            first = max(0, expert.num_episodes - EXPERT_EPISODES)
+            returns = expert.episode_returns(relabel(expert, task).task_rewards[task_name])[first:]
+            seed_rows = reference_rows(task, returns, None, mopo.eval_episodes, seed)
+            for name in rows:
+                rows[name].append(seed_rows[name]["mean"])
+        out[task_name] = {name: _over_seeds(values) for name, values in rows.items()}
+    return out
+
+
+def _normalised(cells: list[Cell], results: dict[str, dict], reference: dict) -> dict:
+    """``normalised[task][column]``: D4RL's score of each seed's last return (0 the random
+    policy's online return, 100 the expert's, both the means over seeds), over seeds; NaN
+    where the expert does not beat the random policy (the scale then means nothing)."""
+
+    def score(cell: Cell) -> float:
+        return _score(results[cell.name]["last_return"], reference[cell.task])
+
+    return _per_column(cells, score)
+
+
+def _score(value: float, reference: dict) -> float:
+    """D4RL's normalised score of ``value`` on a task's reference rows; NaN where the expert's
+    return is not above the random policy's."""
+    random_mean, expert_mean = reference["random"]["mean"], reference["expert"]["mean"]
+    if not expert_mean > random_mean:
+        return float("nan")
+    return normalised_score(value, random_mean, expert_mean)
+
+
+def _coverage(env: str, data: dict[int, SeedData]) -> dict | None:
+    """On the rooms world, ``coverage[seed][buffer]`` = ``{kind, outside_start, rooms}``: the
+    fraction of the buffer's transitions that end outside the start room and the rooms they
+    reach; None on other envs."""
+    if env != "rooms":
+        return None
+    out = {}
+    for seed, seed_data in data.items():
+        buffers = {}
+        for kind in DATA_KINDS:
+            for path in seed_data.sources[kind]:
+                dataset = load_dataset(path)
+                name = Path(path).name.removesuffix("-v0") if kind == "udg" else kind
+                buffers[name] = {
+                    "kind": kind,
+                    "outside_start": coverage.outside_start_fraction(dataset),
+                    "rooms": coverage.rooms_reached(dataset),
+                }
+        out[str(seed)] = buffers
+    return out
+
+
+def _feature_columns(env: str, obs_dim: int) -> list[int] | None:
+    """The observation entries that hold the env's diversity features, or None where some
+    feature is not observed (ant's x, y)."""
+    spec = get_env_spec(env)
+    observed = dict(observed_columns(spec, obs_dim))
+    if not all(c in observed for c in spec.feature_columns):
+        return None
+    return [observed[c] for c in spec.feature_columns]
 
 
 def _theory(
-    seed: int,
     tasks: list[str],
-    sources: dict[str, tuple[str, ...]],
-    experts: dict[str, Path],
+    data: dict[int, SeedData],
     cells: list[Cell],
     results: dict[str, dict],
+    reference: dict,
 ) -> dict:
-    """W1 of each buffer and of each cell's selected data (the cells of ``seed``) to the task's
-    expert data, beside the cell's return averaged over seeds."""
-    loaded = {p: load_dataset(p) for kind in DATA_KINDS for p in sources[kind]}
-    udg = [loaded[p] for p in sources["udg"]]
+    """W1 of each buffer and of each cell's selected data to its seed's expert data of the
+    task, in state-action space and in feature space, beside the cell's return; Spearman's
+    rho within each task (one point per data column, W1 and return averaged over seeds) and
+    pooled over every task's points with returns as normalised scores."""
     pairs = []
-    per_buffer: dict[str, dict[str, dict[str, float]]] = {kind: {} for kind in DATA_KINDS}
-    for task_name in tasks:
-        task = get_task(task_name)
-        expert = theory.last_episodes(load_dataset(experts[task_name]), EXPERT_EPISODES)
-        per_buffer["udg"][task_name] = {
-            d.name: theory.w1_to_expert(d, expert, seed=seed) for d in udg
-        }
-        for kind in ("random", "supervised"):  # one dataset each, named by its kind
-            (data,) = [loaded[p] for p in sources[kind]]
-            per_buffer[kind][task_name] = {kind: theory.w1_to_expert(data, expert, seed=seed)}
-        for cell in cells:
-            if cell.task != task_name or cell.seed != seed:
-                continue
-            selected, _ = select([loaded[p] for p in cell.datasets], task, cell.selection)
-            returns = [
-                results[c.name]["last_return"]
-                for c in cells
-                if (c.task, c.column) == (cell.task, cell.column)
-            ]
-            pairs.append(
-                {
-                    "task": task_name,
-                    "data": cell.column,
-                    "w1": theory.w1_to_expert(selected, expert, seed=seed),
-                    "return": float(np.mean(returns)),
-                }
+    per_buffer: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in DATA_KINDS}
+    for seed, seed_data in data.items():
+        loaded = {p: load_dataset(p) for kind in DATA_KINDS for p in seed_data.sources[kind]}
+        env = next(iter(loaded.values())).env
+        features = _feature_columns(env, next(iter(loaded.values())).obs_dim)
+        seed_w1: dict[str, dict[str, dict[str, float]]] = {k: {} for k in DATA_KINDS}
+        for task_name in tasks:
+            task = get_task(task_name)
+            expert = theory.last_episodes(
+                load_dataset(seed_data.experts[task_name]), EXPERT_EPISODES
             )
+            for kind in DATA_KINDS:
+                seed_w1[kind][task_name] = {
+                    (Path(p).name if kind == "udg" else kind): theory.w1_to_expert(
+                        loaded[p], expert, seed=seed
+                    )
+                    for p in seed_data.sources[kind]
+                }
+            for cell in cells:
+                if cell.task != task_name or cell.seed != seed:
+                    continue
+                selected, _ = select([loaded[p] for p in cell.datasets], task, cell.selection)
+                pairs.append(
+                    {
+                        "task": task_name,
+                        "data": cell.column,
+                        "seed": seed,
+                        "w1": theory.w1_to_expert(selected, expert, seed=seed),
+                        "w1_features": None
+                        if features is None
+                        else theory.w1_features_to_expert(selected, expert, seed, features),
+                        "return": results[cell.name]["last_return"],
+                    }
+                )
+        for kind in DATA_KINDS:
+            per_buffer[kind].append(seed_w1[kind])
+    points = _theory_points(pairs, reference)
+    pooled = [p for p in points if p["normalised"] is not None]
+    has_features = all(p["w1_features"] is not None for p in points)
     return {
-        "metric": "exact W1 (POT) on state-action vectors (observation ++ action, raw units), "
-        f"subsampled to 1000 points; expert data = the last {EXPERT_EPISODES} "
-        "episodes of a SAC agent trained on the task",
+        "metric": "exact W1 (POT) to the expert data, subsampled to 1000 points: in "
+        "state-action space (observation ++ action, raw units) and in feature space (the "
+        "env's diversity features, e.g. the rooms world's (x, y)); expert data = the last "
+        f"{EXPERT_EPISODES} episodes of a SAC agent trained on the task, one per seed",
         "pairs": pairs,
-        "spearman": theory.spearman([p["w1"] for p in pairs], [p["return"] for p in pairs]),
-        "worst_case_proxy": {k: theory.worst_case_proxy(v) for k, v in per_buffer.items()},
-        "per_buffer_w1": per_buffer,
+        "points": points,
+        "spearman_within": theory.spearman_within(points),
+        "spearman_within_features": theory.spearman_within(points, w1="w1_features")
+        if has_features
+        else None,
+        "spearman": theory.spearman([p["w1"] for p in pooled], [p["normalised"] for p in pooled]),
+        "spearman_features": theory.spearman(
+            [p["w1_features"] for p in pooled], [p["normalised"] for p in pooled]
+        )
+        if has_features
+        else None,
+        "worst_case_proxy": {
+            k: float(np.mean([theory.worst_case_proxy(w) for w in v]))
+            for k, v in per_buffer.items()
+        },
+        "per_buffer_w1": {
+            k: dict(zip(map(str, data), v, strict=True)) for k, v in per_buffer.items()
+        },
     }
+
+
+def _theory_points(pairs: list[dict], reference: dict) -> list[dict]:
+    """One point per (task, data column): W1s and return averaged over seeds, the return also
+    as a normalised score (None where the task's scale has no width)."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for pair in pairs:
+        grouped.setdefault((pair["task"], pair["data"]), []).append(pair)
+    points = []
+    for (task, column), members in grouped.items():
+        ret = float(np.mean([p["return"] for p in members]))
+        score = _score(ret, reference[task])
+        features = [p["w1_features"] for p in members]
+        points.append(
+            {
+                "task": task,
+                "data": column,
+                "seeds": len(members),
+                "w1": float(np.mean([p["w1"] for p in members])),
+                "w1_features": None if None in features else float(np.mean(features)),
+                "return": ret,
+                "normalised": None if np.isnan(score) else score,
+            }
+        )
+    return points

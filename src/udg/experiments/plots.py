@@ -38,8 +38,10 @@ def plot_coverage(
     path: Path,
     title: str = "",
     last: int | None = None,
+    walls: Sequence[tuple[tuple[float, float], tuple[float, float]]] = (),
 ) -> Path:
-    """Each agent's episodes in feature space, one colour per agent.
+    """Each agent's episodes in feature space, one colour per agent, over the env's ``walls``
+    (segments ``((x0, y0), (x1, y1))``, drawn black; the rooms world's).
 
     ``trajectories[i]`` holds agent i's episodes as ``[T, 2]`` feature arrays in collection
     order; its last ``last`` episodes (default: the last ``FINAL_FRACTION``, the final
@@ -47,6 +49,8 @@ def plot_coverage(
     explored and where each agent ended up.
     """
     fig, ax = plt.subplots(figsize=(6.5, 6))
+    for (x0, y0), (x1, y1) in walls:
+        ax.plot([x0, x1], [y0, y1], color="black", lw=1.5, solid_capstyle="butt", zorder=4)
     colours = plt.get_cmap("tab10")
     for i, (episodes, label) in enumerate(zip(trajectories, labels, strict=True)):
         colour = colours(i % 10)

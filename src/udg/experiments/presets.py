@@ -119,21 +119,28 @@ _ANT_SMALL = replace(
 )
 
 
-def _point_mass_rows(env: str) -> dict[tuple[str, str], Preset]:
-    """The three rows of a built-in point-mass env (``point``, ``rooms``). Rooms takes point's
-    values as its pre-registered start (same mass, same episode length); its episodes, like
-    point's, run to the env's own time limit at every scale."""
+def _point_mass_rows(env: str, num_agents: int) -> dict[tuple[str, str], Preset]:
+    """The three rows of a built-in point-mass env (``point``, ``rooms``) with ``num_agents``
+    diverse agents at demo and small. Rooms takes point's values as its pre-registered start
+    (same mass, same episode length, same steps), with one agent per outer room; its episodes,
+    like point's, run to the env's own time limit at every scale."""
     episode_length = get_env_spec(env).max_episode_steps
     return {
         (env, "demo"): Preset(
-            replace(_GENERATE_DEMO, env=env, steps=8_000, episode_length=episode_length),
+            replace(
+                _GENERATE_DEMO,
+                env=env,
+                num_agents=num_agents,
+                steps=8_000,
+                episode_length=episode_length,
+            ),
             _MOPO_DEMO,
         ),
         (env, "small"): Preset(
             replace(
                 _GENERATE_SMALL,
                 env=env,
-                num_agents=_GENERATE_DEMO.num_agents,  # point keeps the demo's population
+                num_agents=num_agents,
                 steps=30_000,
                 episode_length=episode_length,
                 warmup_steps=2_000,
@@ -148,8 +155,9 @@ def _point_mass_rows(env: str) -> dict[tuple[str, str], Preset]:
 
 
 PRESETS: dict[tuple[str, str], Preset] = {
-    **_point_mass_rows("point"),
-    **_point_mass_rows("rooms"),
+    **_point_mass_rows("point", _GENERATE_DEMO.num_agents),
+    # rooms: K = 8, enough agents for one in each of the eight rooms around the start room.
+    **_point_mass_rows("rooms", 8),
     ("ant", "demo"): Preset(replace(_GENERATE_DEMO, env="ant"), _MOPO_DEMO),
     ("ant", "small"): Preset(
         _ANT_SMALL,
