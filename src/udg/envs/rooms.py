@@ -66,8 +66,9 @@ and 100 steps of full push from rest cover at most about 18 (the first ten steps
   0.77 away. Over 40 000 episodes (seeds 1-5) no transition was stopped by a wall beyond the
   start room, and one episode came within 0.2 of one (0.18).
 
-The ``rooms`` presets start from ``point``'s values; no offline run has been made on this
-world yet.
+The ``rooms`` presets start from ``point``'s values, with K = 8 agents (one per outer room).
+The geometry above was fixed before the first offline run (``results/demo/RUN.md``) and has not
+changed since.
 """
 
 from __future__ import annotations
