@@ -283,6 +283,17 @@ def test_ray_executor_matches_local(demo_run, tmp_path):
             out=str(tmp_path / "ray-b"),
         ),
     ]
+    import ray
+
+    # One Ray instance for both grids below (run_cells leaves one it did not start running).
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        _ray_cells_match(summary, cells, tmp_path)
+    finally:
+        ray.shutdown()
+
+
+def _ray_cells_match(summary, cells, tmp_path):
     events = []
     remote = run_cells(
         cells,
@@ -326,3 +337,21 @@ def test_unknown_experiment_and_executor(tmp_path):
     with pytest.raises(UdgError, match="--population-cells must be at least 1, got 0"):
         run_pipeline(PipelineConfig(), tmp_path / "demo", max_cells=0)
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--env", "maze"], "unknown demo env 'maze'; known: point, rooms"),
+        (["demo", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+        (["experiment", "demo-point"], "use `udg demo` for the demo"),
+    ],
+)
+def test_demo_refusals_are_one_line_before_any_folder(tmp_path, capsys, argv, message):
+    from udg.cli.main import main
+
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("udg: error: ") and message in err and "\n" not in err
+    assert not out.exists()
