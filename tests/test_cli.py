@@ -182,3 +182,11 @@ def test_plain_progress_lines_show_rate_and_eta(capsys, monkeypatch):
     assert len(lines) == 3 and all("nan" not in line for line in lines)
     assert lines[0].startswith("stage: 1/3 epochs, - epochs/s") and "eta -" in lines[0]
     assert "eta 0 s  loss=0.5" in lines[2] and "- epochs/s" not in lines[2]
+
+
+def test_version_names_the_package_version_and_revision(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"udg {version('udg-rl')} (git ") and out.endswith(")")

@@ -8,6 +8,7 @@ exit status 2 (``--debug`` shows the traceback instead).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,12 +419,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if argv in (["--version"], ["-V"]):
+        from udg import __version__
+        from udg.experiments.runs import git_revision
+
+        print(f"udg {__version__} (git {git_revision()})")
+        return 0
     try:
         command = tyro.cli(
             Command,
             args=argv,
             prog="udg",
-            description="Unsupervised data generation for offline RL. Add --debug for tracebacks.",
+            description="Unsupervised data generation for offline RL. Add --debug for "
+            "tracebacks; udg --version prints the version.",
             config=(tyro.conf.OmitArgPrefixes,),
         )
         from udg.devices import use_compilation_cache, use_cpu_cores
@@ -439,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("udg: interrupted; rerun the same command to resume where supported", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `udg ... | head` closed the pipe: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 
