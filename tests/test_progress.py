@@ -39,3 +39,23 @@ def test_rate_and_eta_count_from_the_first_update():
     rate, eta = progress._rate_and_eta(state, 100, 1100, now=10.0)
     assert rate != rate and eta != eta  # unknown until a second update
     assert progress._clock(eta) == "-:--" and progress._clock(3725.0) == "1:02:05"
+
+
+def test_updates_that_count_nothing_move_the_rate_origin(monkeypatch):
+    # Stage 2 reports its model fits (count still 0) before the first epoch: the time they take
+    # is not a rate of epochs.
+    shown = []
+
+    class Bar:
+        def update(self, task_id, **fields):
+            shown.append(fields)
+
+    state = {"description": "stage 2 MOPO", "total": 100, "unit": "epochs", "start": 0.0}
+    state |= {"last_line": 0.0, "interval": 1000.0, "first": None}
+    update = progress._updater(Bar(), 0, state, plain=False)
+    for now, completed in ((50.0, 0), (100.0, 0), (101.0, 1), (102.0, 2)):  # fits end at 100
+        monkeypatch.setattr(progress.time, "monotonic", lambda now=now: now)
+        update(completed)
+    assert state["first"] == (100.0, 0)
+    # 2 epochs in the 2 s since the fits ended (not in 52 s), 98 left
+    assert shown[-1]["rate"] == "1 epochs/s" and shown[-1]["eta"] == "eta 1:38"

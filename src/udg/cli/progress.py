@@ -3,7 +3,8 @@
 Standard output stays free for results (tables, ``--json``); progress goes to standard error.
 The bar reads "compiling…" until its first update (JAX compiles the first step's kernels,
 which can take longer than many steps after it), and its rate and ETA count only the steps
-after that first update, so compilation does not distort them. It fits in 80 columns: the
+after the last update that had not yet advanced the count (compilation, or stage 2's model fits
+reported before its first epoch), so neither distorts them. It fits in 80 columns: the
 metrics are cut with an ellipsis rather than wrapped. When stderr is not a terminal (a
 ``nohup`` log, CI), the bar becomes one plain line every ``UDG_PROGRESS_INTERVAL`` seconds
 (default 30) with the same count, rate, ETA and metrics.
@@ -64,7 +65,9 @@ def _updater(progress: Progress, task_id, state: dict, plain: bool):
 
     def update(completed: int, **metrics: float | str) -> None:
         now, text = time.monotonic(), _metrics_text(metrics)
-        if state["first"] is None:  # the first step, compilation included, is done
+        if state["first"] is None or completed == state["first"][1]:
+            # The first step, compilation included, is done; updates that count nothing yet
+            # (stage 2's model fits before its first epoch) move the origin on.
             state["first"] = (now, completed)
         rate, eta = _rate_and_eta(state, completed, state["total"], now)
         progress.update(
