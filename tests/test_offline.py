@@ -491,3 +491,23 @@ def test_cli_offline_unknown_reward_is_one_line(capsys, point_root, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["udg: error: unknown reward 'guessed'; known: computed, learned"]
     assert not (tmp_path / "run").exists()  # refused before the folder is made
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--eval-episode-length", "0", "eval_episode_length must be at least 1"),
+        ("--seed", "-1", "seed must be >= 0, got -1"),
+    ],
+)
+def test_offline_refuses_bad_numbers_before_its_folder_exists(
+    tmp_path, point_root, capsys, flag, value, message
+):
+    from udg.cli.main import main
+
+    data = next(point_root.rglob("*-v0"))
+    argv = ["offline", "--data", str(data), "--task", "point-angle-0", "--out", str(tmp_path / "r")]
+    assert main([*argv, flag, value]) == 2  # formerly: after the model fit, with a folder left
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("udg: error: ") and "\n" not in err and message in err
+    assert not (tmp_path / "r").exists()

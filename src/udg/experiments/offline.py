@@ -40,7 +40,7 @@ from udg.data.minari_io import find_datasets, load_datasets
 from udg.data.relabel import Ranked, parse_selection, select
 from udg.envs.registry import get_env_spec, observed_columns, predicted_columns
 from udg.envs.tasks import TaskSpec, get_task
-from udg.errors import UdgError
+from udg.errors import ConfigError, UdgError
 from udg.evaluation.evaluate import evaluate_groups
 from udg.experiments import runs
 from udg.offline import dynamics, mopo
@@ -69,6 +69,15 @@ class OfflineConfig:
     """Time limit of evaluation episodes (None: the env's default)."""
     mopo: mopo.MOPOConfig = field(default_factory=mopo.MOPOConfig)
     """MOPO, SAC and dynamics settings."""
+
+    def __post_init__(self) -> None:
+        # Checked here, before a folder or a model exists, not when the first evaluation runs.
+        if self.eval_episode_length is not None and self.eval_episode_length < 1:
+            raise ConfigError(
+                f"eval_episode_length must be at least 1 (or None), got {self.eval_episode_length}"
+            )
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
