@@ -380,27 +380,21 @@ def test_selection_needing_more_data_than_given(tmp_path, point_root):
         )
 
 
-def test_cli_offline_bad_penalty(capsys, point_root, tmp_path):
-    code = main(
-        [
-            "offline",
-            "--data",
-            str(point_root),
-            "--task",
-            "point-angle-0",
-            "--out",
-            str(tmp_path / "o"),
-            "--penalty",
-            "bogus",
-        ]
+def _offline_cli(data, out, *flags: str) -> int:
+    """``udg offline`` on ``data`` for point-angle-0 into ``out``, with ``flags``."""
+    return main(
+        ["offline", "--data", str(data), "--task", "point-angle-0", "--out", str(out), *flags]
     )
+
+
+def test_cli_offline_bad_penalty(capsys, point_root, tmp_path):
+    code = _offline_cli(point_root, tmp_path / "o", "--penalty", "bogus")
     err = capsys.readouterr().err
     assert code == 2 and "unknown penalty 'bogus'" in err
 
 
 def test_cli_offline_observation_dims_beyond_the_data(capsys, point_root, tmp_path):
-    args = ["offline", "--data", str(point_root), "--task", "point-angle-0"]
-    code = main([*args, "--out", str(tmp_path / "o"), "--observation-dims", "9"])
+    code = _offline_cli(point_root, tmp_path / "o", "--observation-dims", "9")
     err = capsys.readouterr().err
     assert code == 2 and "observation_dims 9 is not within 1..4" in err
     assert not (tmp_path / "o" / "model.msgpack").exists()
@@ -474,19 +468,7 @@ def test_mopo_settings_the_kernel_cannot_run_are_refused(changes, message):
 
 
 def test_cli_offline_unknown_reward_is_one_line(capsys, point_root, tmp_path):
-    code = main(
-        [
-            "offline",
-            "--data",
-            str(point_root),
-            "--task",
-            "point-angle-0",
-            "--out",
-            str(tmp_path / "run"),
-            "--reward",
-            "guessed",
-        ]
-    )
+    code = _offline_cli(point_root, tmp_path / "run", "--reward", "guessed")
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["udg: error: unknown reward 'guessed'; known: computed, learned"]
@@ -503,11 +485,9 @@ def test_cli_offline_unknown_reward_is_one_line(capsys, point_root, tmp_path):
 def test_offline_refuses_bad_numbers_before_its_folder_exists(
     tmp_path, point_root, capsys, flag, value, message
 ):
-    from udg.cli.main import main
-
     data = next(point_root.rglob("*-v0"))
-    argv = ["offline", "--data", str(data), "--task", "point-angle-0", "--out", str(tmp_path / "r")]
-    assert main([*argv, flag, value]) == 2  # formerly: after the model fit, with a folder left
+    # formerly: refused after the model fit, with a folder left behind
+    assert _offline_cli(data, tmp_path / "r", flag, value) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("udg: error: ") and "\n" not in err and message in err
     assert not (tmp_path / "r").exists()

@@ -302,7 +302,7 @@ def create_population(
         raise ValueError(
             f"num_agents, obs_dim, act_dim must be > 0, got {num_agents}, {obs_dim}, {act_dim}"
         )
-    agents = _create_population(config, key, num_agents, obs_dim, act_dim)
+    agents = create_members(config, jax.random.split(key, num_agents), obs_dim, act_dim)
     mesh = member_mesh(num_agents)
     if mesh is None:
         return agents
@@ -320,15 +320,7 @@ def create_members(config: SACConfig, keys: jax.Array, obs_dim: int, act_dim: in
 
 @partial(jax.jit, static_argnums=(0, 2, 3))
 def _create_members(config: SACConfig, keys: jax.Array, obs_dim: int, act_dim: int) -> SAC:
-    return jax.vmap(lambda k: SAC.create(config, k, obs_dim, act_dim))(keys)
-
-
-@partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _create_population(
-    config: SACConfig, key: jax.Array, num_agents: int, obs_dim: int, act_dim: int
-) -> SAC:
     # Jitted because eager flax init under vmap dispatches hundreds of tiny ops (seconds).
-    keys = jax.random.split(key, num_agents)
     return jax.vmap(lambda k: SAC.create(config, k, obs_dim, act_dim))(keys)
 
 

@@ -134,6 +134,12 @@ class Dataset:
         """The transitions of episode ``index``."""
         return slice(int(self.episode_starts[index]), int(self.episode_starts[index + 1]))
 
+    def feature_episodes(self, columns: Sequence[str]) -> list[np.ndarray]:
+        """Each episode's info ``columns`` side by side (e.g. its path in feature space),
+        ``[T, len(columns)]`` per episode."""
+        values = np.stack([self.infos[c] for c in columns], axis=-1)  # [N, c]
+        return [values[self.episode(e)] for e in range(self.num_episodes)]
+
 
 def dataset_from_episodes(
     name: str, env: str, episodes: Sequence[Episode], metadata: Mapping | None = None

@@ -506,8 +506,7 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
     trajectories, labels = [], []
     for path in find_datasets([run / "datasets"]):
         data = load_dataset(path)
-        feats = np.stack([data.infos[c] for c in features[:2]], axis=-1)
-        trajectories.append([feats[data.episode(e)] for e in range(data.num_episodes)])
+        trajectories.append(data.feature_episodes(features[:2]))
         labels.append(path.name.removesuffix("-v0"))
     title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"
     out = run / "coverage.png" if out is None else Path(out)

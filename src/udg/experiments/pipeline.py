@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from udg.data.collect import random_episodes
+from udg.data.dataset import Dataset
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
 from udg.data.relabel import relabel, select
 from udg.envs.registry import get_env_spec, observed_columns
@@ -247,7 +248,8 @@ def run_pipeline(
         )
 
     log("reference returns: zero action, random actions, expert; theory check: exact W1")
-    reference = _reference(tasks, data, mopo)
+    loaded = _load_all(data)  # every dataset once, for the reference rows, coverage and W1
+    reference = _reference(tasks, data, loaded, mopo)
     table = _table(cells, results)
     summary = {
         "experiment": spec.name,
@@ -264,8 +266,8 @@ def run_pipeline(
         "reference": reference,
         "normalised": _normalised(cells, results, reference),
         "data_returns": _data_returns(cells, results),
-        "coverage": _coverage(spec.env, data),
-        "theory": _theory(tasks, data, cells, results, reference),
+        "coverage": _coverage(spec.env, data, loaded),
+        "theory": _theory(spec.env, tasks, data, loaded, cells, results, reference),
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
@@ -451,7 +453,19 @@ def _data_returns(cells: list[Cell], results: dict[str, dict]) -> dict:
     return _per_column(cells, lambda c: results[c.name]["data_mean_return"])
 
 
-def _reference(tasks: list[str], data: dict[int, SeedData], mopo: MOPOConfig) -> dict:
+def _load_all(data: dict[int, SeedData]) -> dict[str, Dataset]:
+    """Every dataset of every seed (the data kinds' and the experts'), by its folder."""
+    paths = {
+        str(p)
+        for d in data.values()
+        for p in [*(q for kind in DATA_KINDS for q in d.sources[kind]), *d.experts.values()]
+    }
+    return {p: load_dataset(p) for p in sorted(paths)}
+
+
+def _reference(
+    tasks: list[str], data: dict[int, SeedData], loaded: dict[str, Dataset], mopo: MOPOConfig
+) -> dict:
     """``reference[task][row]`` for the rows ``zero``, ``random`` and ``expert``: the online
     return in the real env over seeds, each seed's the mean over its episodes. Zero and random
     actions run ``mopo.eval_episodes`` episodes from the seed's evaluation resets, as the
@@ -463,7 +477,7 @@ def _reference(tasks: list[str], data: dict[int, SeedData], mopo: MOPOConfig) ->
         task = get_task(task_name)
         rows: dict[str, list[float]] = {"zero": [], "random": [], "expert": []}
         for seed, seed_data in data.items():
-            expert = load_dataset(seed_data.experts[task_name])
+            expert = loaded[str(seed_data.experts[task_name])]
             first = max(0, expert.num_episodes - EXPERT_EPISODES)
             returns = expert.episode_returns(relabel(expert, task).task_rewards[task_name])[first:]
             seed_rows = reference_rows(task, returns, None, mopo.eval_episodes, seed)
@@ -493,7 +507,7 @@ def _score(value: float, reference: dict) -> float:
     return normalised_score(value, random_mean, expert_mean)
 
 
-def _coverage(env: str, data: dict[int, SeedData]) -> dict | None:
+def _coverage(env: str, data: dict[int, SeedData], loaded: dict[str, Dataset]) -> dict | None:
     """On the rooms world, ``coverage[seed][buffer]`` = ``{kind, outside_start, rooms}``: the
     fraction of the buffer's transitions that end outside the start room and the rooms they
     reach; None on other envs."""
@@ -504,7 +518,7 @@ def _coverage(env: str, data: dict[int, SeedData]) -> dict | None:
         buffers = {}
         for kind in DATA_KINDS:
             for path in seed_data.sources[kind]:
-                dataset = load_dataset(path)
+                dataset = loaded[str(path)]
                 name = Path(path).name.removesuffix("-v0") if kind == "udg" else kind
                 buffers[name] = {
                     "kind": kind,
@@ -526,8 +540,10 @@ def _feature_columns(env: str, obs_dim: int) -> list[int] | None:
 
 
 def _theory(
+    env: str,
     tasks: list[str],
     data: dict[int, SeedData],
+    loaded: dict[str, Dataset],
     cells: list[Cell],
     results: dict[str, dict],
     reference: dict,
@@ -539,14 +555,12 @@ def _theory(
     pairs = []
     per_buffer: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in DATA_KINDS}
     for seed, seed_data in data.items():
-        loaded = {p: load_dataset(p) for kind in DATA_KINDS for p in seed_data.sources[kind]}
-        env = next(iter(loaded.values())).env
-        features = _feature_columns(env, next(iter(loaded.values())).obs_dim)
+        features = _feature_columns(env, loaded[seed_data.sources["random"][0]].obs_dim)
         seed_w1: dict[str, dict[str, dict[str, float]]] = {k: {} for k in DATA_KINDS}
         for task_name in tasks:
             task = get_task(task_name)
             expert = theory.last_episodes(
-                load_dataset(seed_data.experts[task_name]), EXPERT_EPISODES
+                loaded[str(seed_data.experts[task_name])], EXPERT_EPISODES
             )
             for kind in DATA_KINDS:
                 seed_w1[kind][task_name] = {

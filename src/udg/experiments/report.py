@@ -334,8 +334,7 @@ def _baseline_coverage(out: Path, summary: dict, path: Path) -> Path | None:
     trajectories, labels = [], []
     for kind in ("random", "supervised"):
         data = load_dataset(sources[str(_seeds(summary)[0])][kind][0])
-        feats = np.stack([data.infos[c] for c in features], axis=-1)
-        trajectories.append([feats[data.episode(e)] for e in range(data.num_episodes)])
+        trajectories.append(data.feature_episodes(features))
         labels.append(kind)
     return plot_coverage(
         trajectories, labels, features, path, title=f"{env}: baselines", walls=env_walls(env)
