@@ -75,6 +75,29 @@ def locked_folder(folder: Path, what: str = "into", wait: bool = True):
         os.close(fd)  # closing the last descriptor releases the lock
 
 
+def check_output_folder(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a name a file
+    system cannot hold, a file in the way, or a place not writable (read-only, ``/proc``).
+    Nothing is left behind: the check makes and removes one empty folder."""
+    path = Path(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise UdgError(
+                f"{flag} {path}: a name of {len(os.fsencode(part))} bytes; file systems allow 255"
+            )
+    if path.exists() and not path.is_dir():
+        raise UdgError(f"{flag} {path} is a file, not a folder; choose a new or empty folder")
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UdgError(f"{flag} {path} cannot be made: {ancestor} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".udg-probe-"))
+    except OSError as err:
+        raise UdgError(f"{flag} {path} cannot be written: {err.strerror or err}") from None
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only portable way to read it; done once, at import
     os.umask(mask)

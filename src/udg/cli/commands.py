@@ -191,6 +191,108 @@ def rank_datasets(paths: Sequence[Path], task_name: str, as_json: bool = False) 
     print_ranking(ranking, task)
 
 
+def _finite(flag: str, value: float | None) -> float | None:
+    if value is not None and not np.isfinite(value):
+        raise UdgError(f"{flag} must be a finite number, got {value}")
+    return value
+
+
+def _reference_scores(path: Path, task: str) -> tuple[float, float]:
+    """(random, expert) mean returns of ``task`` in an experiment's results.json."""
+    try:
+        reference = json.loads(Path(path).read_text())["reference"][task]
+        scores = float(reference["random"]["mean"]), float(reference["expert"]["mean"])
+    except OSError as err:
+        raise UdgError(f"cannot read --reference {path}: {err.strerror or err}") from None
+    except json.JSONDecodeError:
+        raise UdgError(f"--reference {path} is not JSON (an experiment's results.json)") from None
+    except (KeyError, TypeError, ValueError):
+        raise UdgError(
+            f"--reference {path} has no random and expert rows for task {task} "
+            "(an experiment's results.json of that task)"
+        ) from None
+    if not all(np.isfinite(scores)):
+        raise UdgError(f"--reference {path} holds no finite reference scores for task {task}")
+    return scores
+
+
+def export_datasets(args) -> None:
+    """``udg export``: validate everything, then relabel, select and write."""
+    import dataclasses
+
+    from udg.data.export import export_selection
+    from udg.data.minari_io import check_dataset_name
+    from udg.data.relabel import parse_selection
+    from udg.envs import get_task
+    from udg.evaluation.reference import random_policy_returns
+    from udg.files import check_output_folder
+    from udg.provenance import default_authorship
+
+    task = get_task(args.task)
+    parse_selection(args.select)
+    if not args.datasets:
+        raise UdgError("give at least one dataset folder to export")
+    if args.name is not None:
+        check_dataset_name(args.name, "--name")
+    check_output_folder(args.out, "--out")
+    ref_min = _finite("--ref-min-score", args.ref_min_score)
+    ref_max = _finite("--ref-max-score", args.ref_max_score)
+    if args.reference is not None:
+        measured_min, measured_max = _reference_scores(args.reference, task.name)
+        ref_min = measured_min if ref_min is None else ref_min
+        ref_max = measured_max if ref_max is None else ref_max
+    if ref_min is not None and ref_max is None:
+        raise UdgError("--ref-min-score needs --ref-max-score (Minari records both or neither)")
+    if ref_max is not None and ref_min is None:
+        ref_min = float(random_policy_returns(task, episodes=10, seed=0).mean())
+    authorship = dataclasses.replace(
+        default_authorship(),
+        **{
+            k: v
+            for k, v in (
+                ("author", args.author),
+                ("author_email", args.author_email),
+                ("code_permalink", args.code_permalink),
+            )
+            if v is not None
+        },
+    )
+    done = export_selection(
+        args.datasets,
+        task,
+        args.select,
+        args.out,
+        name=args.name,
+        authorship=authorship,
+        ref_scores=None if ref_max is None else (ref_min, ref_max),
+        d3rlpy=args.d3rlpy,
+    )
+    if args.json:
+        _print_json(
+            {
+                "path": str(done.path),
+                "dataset_id": done.dataset_id,
+                "task": task.name,
+                "selection": args.select,
+                "selected": done.selected,
+                "episodes": done.num_episodes,
+                "transitions": done.num_transitions,
+                "mean_return": done.mean_return,
+                "ref_scores": None if ref_max is None else [ref_min, ref_max],
+            }
+        )
+        return
+    stdout.print(
+        f"wrote {done.path}  ({args.select} of {len(done.ranking)} datasets: "
+        f"{len(done.selected)} selected, {done.num_episodes} episodes, "
+        f"{done.num_transitions} transitions, mean {task.name} return {done.mean_return:.2f})"
+    )
+    stdout.print(
+        f"load it with MINARI_DATASETS_PATH={Path(args.out).resolve()} and "
+        f"minari.load_dataset({done.dataset_id!r})"
+    )
+
+
 def temperature_settings(sac_config, text: str | None):
     """``sac_config`` with ``--temperature`` applied: ``auto`` or a positive number."""
     import dataclasses

@@ -123,6 +123,52 @@ class Rank:
 
 
 @dataclass(frozen=True)
+class Export:
+    """Write a task's selection of datasets as one new Minari dataset whose rewards are the
+    task's: the datasets are relabelled and ranked as `udg rank` does, the rule selects, and the
+    selected episodes are written unchanged but for their rewards (the collected reward stays as
+    the info column collected_reward). Beside Minari's data/ it writes d3rlpy.npz, loaded by
+    `d3rlpy.dataset.MDPDataset(**numpy.load(".../d3rlpy.npz"))`.
+
+    Example: udg export runs/demo/seed-0/generate --task rooms-angle-0 --out runs/exports"""
+
+    datasets: tyro.conf.Positional[tuple[Path, ...]]
+    """Dataset folders, Minari roots or run folders."""
+    task: str
+    """Task whose reward the export holds (see `udg tasks`)."""
+    out: Path
+    """Root folder of the exported Minari dataset (udg/<env>/<name>-v0 under it)."""
+    select: str = "top1"
+    """Selection rule: top1, top2, top:K or all."""
+    name: str | None = None
+    """Dataset name (default <task>-<select>)."""
+    reference: Path | None = None
+    """An experiment's results.json whose reference rows (random policy and expert under the
+    task, mean over seeds) become Minari's ref_min_score / ref_max_score."""
+    ref_min_score: float | None = None
+    """Random policy's return under the task (overrides --reference; with --ref-max-score only,
+    measured here over 10 episodes)."""
+    ref_max_score: float | None = None
+    """Expert's return under the task (overrides --reference)."""
+    author: str | None = None
+    """Author in the metadata (default: $UDG_AUTHOR, else git's user.name)."""
+    author_email: str | None = None
+    """Contact in the metadata (default: $UDG_AUTHOR_EMAIL, else git's user.email)."""
+    code_permalink: str | None = None
+    """Link to the code in the metadata (default: $UDG_CODE_PERMALINK, else the git remote at
+    this revision, else udg's version and revision)."""
+    d3rlpy: bool = True
+    """Also write d3rlpy.npz (the episodes laid out for d3rlpy's MDPDataset)."""
+    json: bool = False
+    """Print JSON instead of text."""
+
+    def run(self) -> None:
+        from udg.cli import commands
+
+        commands.export_datasets(self)
+
+
+@dataclass(frozen=True)
 class Generate:
     """Stage 1: train K diverse SAC agents at once and write one Minari dataset per agent.
 
@@ -403,6 +449,7 @@ Command = (
     | Annotated[CollectRandom, tyro.conf.subcommand("collect-random")]
     | Annotated[Datasets, tyro.conf.subcommand("datasets")]
     | Annotated[Rank, tyro.conf.subcommand("rank")]
+    | Annotated[Export, tyro.conf.subcommand("export")]
     | Annotated[Generate, tyro.conf.subcommand("generate")]
     | Annotated[PlotCoverage, tyro.conf.subcommand("plot-coverage")]
     | Annotated[Offline, tyro.conf.subcommand("offline")]

@@ -14,18 +14,19 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from udg.data.dataset import Dataset, Episode, check_finite, dataset_from_episodes
-from udg.envs.registry import env_name_for_gym_id, make_env
+from udg.envs.registry import env_name_for_gym_id, get_env_spec, make_env
 from udg.errors import UdgError
 from udg.files import locked_folder
+from udg.provenance import Authorship, default_authorship, requirements
 
 METADATA_FILE = "metadata.json"
 
@@ -49,6 +50,20 @@ def dataset_id_for(env: str, name: str, version: int = 0) -> str:
     return f"udg/{env}/{name}-v{version}"
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+
+
+def check_dataset_name(name: str, flag: str = "--name") -> str:
+    """A dataset name as its Minari id holds it (one path component: letters, digits, ``_``,
+    ``.``, ``-``), or a :class:`UdgError` saying what is accepted."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise UdgError(
+            f"{flag} {name!r}: a dataset name is 1-200 letters, digits, '_', '.' or '-' "
+            "(no '/', '..' or spaces), starting with a letter or digit"
+        )
+    return name
+
+
 def write_dataset(
     episodes: Sequence[Episode],
     root: str | Path,
@@ -60,8 +75,17 @@ def write_dataset(
     description: str = "",
     udg_metadata: Mapping | None = None,
     overwrite: bool = False,
+    authorship: Authorship | None = None,
+    ref_scores: tuple[float, float] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write ``episodes`` as the Minari dataset ``<root>/<dataset_id>``; returns its folder."""
+    """Write ``episodes`` as the Minari dataset ``<root>/<dataset_id>``; returns its folder.
+
+    Its metadata is complete for Minari: author, code permalink (``authorship``, default
+    :func:`~udg.provenance.default_authorship`), requirements and evaluation env
+    (:func:`minari_provenance`), and ``ref_scores`` = (random policy, expert) returns for
+    Minari's normalised score, where they were measured. ``extra_files`` (name -> content) go
+    into the dataset's folder beside Minari's ``data/``, moved into place with it."""
     from minari.dataset.minari_dataset import parse_dataset_id
 
     try:
@@ -82,7 +106,10 @@ def write_dataset(
         "algorithm_name": algorithm,
         "description": description or f"UDG dataset {dataset_id}",
         "data_format": "hdf5",
+        **minari_provenance(env, max_episode_steps, authorship),
     }
+    if ref_scores is not None:
+        create["ref_min_score"], create["ref_max_score"] = map(float, ref_scores)
     with locked_folder(root, "datasets into"):  # one writer per root: check, write, move
         return _write_locked(
             buffers_from(episodes),
@@ -93,7 +120,35 @@ def write_dataset(
             max_episode_steps=max_episode_steps,
             create=create,
             udg_metadata=dict(udg_metadata or {}, env=env),
+            extra_files=extra_files or {},
         )
+
+
+def minari_provenance(
+    env: str, max_episode_steps: int | None, authorship: Authorship | None = None
+) -> dict:
+    """The arguments of Minari's ``create_dataset_from_buffers`` that say where a dataset of
+    env ``env`` comes from: author, contact, code permalink, requirements, and the env to
+    evaluate in: the plain Gymnasium env where one holds the same dynamics (``Ant-v5``,
+    ``HalfCheetah-v5``), so that evaluation works without udg, else udg's own."""
+    import dataclasses
+
+    import gymnasium as gym
+
+    who = authorship or default_authorship()
+    spec = get_env_spec(env)
+    eval_id = spec.foreign_gym_ids[0] if spec.foreign_gym_ids else spec.gym_id
+    eval_spec = gym.spec(eval_id)
+    eval_spec = dataclasses.replace(
+        eval_spec, max_episode_steps=max_episode_steps or spec.max_episode_steps
+    )
+    return {
+        "author": who.author,
+        "author_email": who.author_email,
+        "code_permalink": who.code_permalink,
+        "requirements": requirements(env),
+        "eval_env": eval_spec,
+    }
 
 
 def buffers_from(episodes: Sequence[Episode]) -> list:
@@ -131,6 +186,7 @@ def _write_locked(
     max_episode_steps: int | None,
     create: dict,
     udg_metadata: dict,
+    extra_files: Mapping[str, bytes],
 ) -> Path:
     """:func:`write_dataset`'s work, with the root locked: stale staging folders of killed
     writers are removed, the target is checked again, and the dataset is staged and moved in."""
@@ -145,14 +201,14 @@ def _write_locked(
     staging = root / f".tmp-{uuid.uuid4().hex}"
     try:
         gym_env = make_env(env, max_episode_steps=max_episode_steps)
-        with _minari_root(staging), warnings.catch_warnings():
-            # Minari asks for authors, permalinks and an eval env; UDG records its own metadata.
-            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+        with _minari_root(staging):
             written = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id, buffer=buffers, env=gym_env, **create
             )
             written.storage.update_metadata({"udg": udg_metadata})
         gym_env.close()
+        for name, content in extra_files.items():
+            (staging / dataset_id / name).write_bytes(content)
         namespace_file = Path(dataset_id).parts[0]
         staged_namespace = staging / namespace_file / "namespace_metadata.json"
         final_namespace = root / namespace_file / "namespace_metadata.json"
@@ -219,8 +275,11 @@ def _flat_infos(infos: Mapping | None, length: int) -> dict[str, np.ndarray]:
     return columns
 
 
-def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
-    """Load the Minari dataset at ``path`` as a :class:`Dataset`, checking env and shapes."""
+def load_episodes(
+    path: str | Path, expected_env: str | None = None
+) -> tuple[str, dict, list[Episode]]:
+    """The env, Minari metadata and episodes of the dataset at ``path``, checking the env (and
+    that it is ``expected_env``) and the shapes."""
     from minari import MinariDataset
 
     path = Path(path)
@@ -228,7 +287,6 @@ def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
     env = dataset_env(metadata, path)
     if expected_env is not None and env != expected_env:
         raise UdgError(f"dataset {path} is for env {env}, not {expected_env}")
-    name = metadata.get("dataset_id", path.name)
     try:
         minari_dataset = MinariDataset(_data_dir(path))
         total = minari_dataset.total_episodes
@@ -257,6 +315,13 @@ def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
                 infos=_flat_infos(ep.get("infos"), len(obs)),
             )
         )
+    return env, metadata, episodes
+
+
+def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
+    """Load the Minari dataset at ``path`` as a :class:`Dataset`, checking env and shapes."""
+    env, metadata, episodes = load_episodes(path, expected_env)
+    name = metadata.get("dataset_id", Path(path).name)
     dataset = dataset_from_episodes(
         name, env, episodes, metadata={"path": str(path), "udg": metadata.get("udg", {})}
     )

@@ -9,11 +9,9 @@ into a folder that holds a run with a different config is refused rather than mi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 from udg.errors import UdgError
@@ -29,6 +27,7 @@ from udg.files import (  # noqa: F401  (re-exported: the runners import them fro
     read_csv_rows,
     release_folder,
 )
+from udg.provenance import git_revision  # noqa: F401  (re-exported)
 
 MANIFEST = "manifest.json"
 
@@ -107,31 +106,6 @@ def open_run(
         raise UdgError(f"{out} exists and is not a udg {kind} run; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
     return None
-
-
-@functools.cache
-def git_revision() -> str:
-    """The git revision of the udg source tree ("unknown" outside a checkout).
-
-    Read once per process, at the first call (a run's start): the code a process runs is the
-    code it loaded, whatever is committed while it runs.
-    """
-    try:
-        root = Path(__file__).resolve().parents[3]
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if rev.returncode != 0:
-            return "unknown"
-        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def machine_description() -> dict:
