@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 
 import pytest
 
@@ -190,3 +191,42 @@ def test_version_names_the_package_version_and_revision(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"udg {version('udg-rl')} (git ") and out.endswith(")")
+
+
+COMMANDS = [
+    ["tasks"], ["collect-random"], ["datasets", "list"], ["datasets", "show"], ["rank"],
+    ["export"], ["generate"], ["plot-coverage"], ["offline"], ["demo"], ["experiment"],
+    ["plot"], ["evaluate"], ["diversity"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_shows_choices_each_default_once_and_an_example(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert "Example: udg " + command[0] in out
+    assert "(default: None)" not in out and "{None" not in out
+    assert out.count("(default:") == len(
+        set(line for line in out.splitlines() if "(default:" in line)
+    )
+
+
+def test_help_choices_are_the_registries():
+    from udg.cli import main as cli
+    from udg.experiments.grid import EXECUTORS
+    from udg.experiments.pipeline import DEMO_ENVS, EXPERIMENTS
+    from udg.experiments.presets import SCALES
+
+    def metavar(alias) -> str:
+        return next(m.metavar for m in alias.__metadata__ if getattr(m, "metavar", None))
+
+    assert metavar(cli.SCALE) == "{" + ",".join(SCALES) + "}"
+    assert metavar(cli.EXECUTOR) == "{" + ",".join(EXECUTORS) + "}"
+    hints = typing.get_type_hints(cli.Demo, include_extras=True)
+    assert metavar(hints["env"]) == "{" + ",".join(DEMO_ENVS) + "}"
+    hints = typing.get_type_hints(cli.Experiment, include_extras=True)
+    named = {n for n in EXPERIMENTS if not n.startswith("demo")}
+    assert set(metavar(hints["name"])[1:-1].split(",")) == named

@@ -8,6 +8,7 @@ exit status 2 (``--debug`` shows the traceback instead).
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -15,13 +16,48 @@ from pathlib import Path
 from typing import Annotated
 
 import tyro
+from tyro import _strings as _tyro_strings
 
+from udg.envs.registry import ENVS
 from udg.errors import UdgError
+
+# tyro joins a docstring's wrapped lines only where the next line starts with a letter, and a
+# field docstring's continuation lines start with its indentation: dedent them first, so that
+# every wrapped help text reads as one paragraph (a line starting with "-" still breaks).
+_remove_single_line_breaks = _tyro_strings.remove_single_line_breaks
+_tyro_strings.remove_single_line_breaks = lambda text: _remove_single_line_breaks(
+    inspect.cleandoc(text)
+)
+
+_METAVARS = {int: "INT", float: "FLOAT", str: "STR", bool: "{True,False}", Path: "PATH"}
+
+
+def later(kind: type, default: str = "the preset's", metavar: str | None = None):
+    """A flag that may be left out, its value then decided by udg (a preset, the env, the
+    run): the type tyro parses, its metavar, and the default said once, in words."""
+    hint = tyro.conf.arg(
+        metavar=metavar or _METAVARS.get(kind), help_behavior_hint=f"(default: {default})"
+    )
+    return Annotated[kind | None, hint]
+
+
+def choice(*names: str):
+    """A string flag shown with its choices (checked by udg, with the one-line error)."""
+    return Annotated[str, tyro.conf.arg(metavar="{" + ",".join(names) + "}")]
+
+
+ENV = choice(*ENVS)
+SCALE = choice("demo", "small", "paper")  # udg.experiments.presets.SCALES (tested)
+EXECUTOR = choice("local", "ray")  # udg.experiments.grid.EXECUTORS (tested)
+TASK = Annotated[str, tyro.conf.arg(metavar="TASK")]
+SELECTION = Annotated[str, tyro.conf.arg(metavar="{top1,top2,top:K,all}")]
 
 
 @dataclass(frozen=True)
 class Tasks:
-    """List the environments and tasks, with their reward formulas."""
+    """List the environments and tasks, with their reward formulas.
+
+    Example: udg tasks --json"""
 
     json: bool = False
     """Print JSON instead of tables."""
@@ -34,9 +70,11 @@ class Tasks:
 
 @dataclass(frozen=True)
 class CollectRandom:
-    """Collect the random-data baseline: uniformly random actions, written as a Minari dataset."""
+    """Collect the random-data baseline: uniformly random actions, written as a Minari dataset.
 
-    env: str = "point"
+    Example: udg collect-random --env rooms --steps 20000 --seed 0 --out runs/datasets"""
+
+    env: ENV = "point"
     """Environment (see `udg tasks`)."""
     steps: int = 10_000
     """Number of transitions to collect."""
@@ -44,10 +82,10 @@ class CollectRandom:
     """Seed of the environment and of the action sampler."""
     out: Path = Path("runs/datasets")
     """Root folder of the Minari datasets."""
-    name: str | None = None
-    """Dataset name (default random-s<seed>); the Minari id is udg/<env>/<name>-v0."""
-    max_episode_steps: int | None = None
-    """Episode time limit (default: the env's)."""
+    name: later(str, "random-s<seed>", "NAME") = None
+    """Dataset name; the Minari id is udg/<env>/<name>-v0."""
+    max_episode_steps: later(int, "the env's") = None
+    """Episode time limit."""
 
     def run(self) -> None:
         from udg.cli import commands
@@ -64,7 +102,9 @@ class CollectRandom:
 
 @dataclass(frozen=True)
 class DatasetsList:
-    """List the Minari datasets at or below folders (env, episodes, transitions, id)."""
+    """List the Minari datasets at or below folders (env, episodes, transitions, id).
+
+    Example: udg datasets list runs/demo"""
 
     paths: tyro.conf.Positional[tuple[Path, ...]] = (Path("runs"),)
     """Dataset folders, Minari roots or run folders."""
@@ -79,7 +119,9 @@ class DatasetsList:
 
 @dataclass(frozen=True)
 class DatasetsShow:
-    """Show one dataset: metadata, columns, episode returns."""
+    """Show one dataset: metadata, columns, episode returns.
+
+    Example: udg datasets show runs/datasets/udg/rooms/random-s0-v0"""
 
     path: tyro.conf.Positional[Path]
     """The dataset folder."""
@@ -107,11 +149,13 @@ class Datasets:
 
 @dataclass(frozen=True)
 class Rank:
-    """Relabel datasets for a task and rank them by mean episode return (best first)."""
+    """Relabel datasets for a task and rank them by mean episode return (best first).
+
+    Example: udg rank runs/demo/seed-0/generate --task rooms-angle-0"""
 
     datasets: tyro.conf.Positional[tuple[Path, ...]]
     """Dataset folders, Minari roots or run folders."""
-    task: str
+    task: TASK
     """Task to relabel for (see `udg tasks`)."""
     json: bool = False
     """Print JSON instead of a table."""
@@ -130,33 +174,34 @@ class Export:
     the info column collected_reward). Beside Minari's data/ it writes d3rlpy.npz, loaded by
     `d3rlpy.dataset.MDPDataset(**numpy.load(".../d3rlpy.npz"))`.
 
+
     Example: udg export runs/demo/seed-0/generate --task rooms-angle-0 --out runs/exports"""
 
     datasets: tyro.conf.Positional[tuple[Path, ...]]
     """Dataset folders, Minari roots or run folders."""
-    task: str
+    task: TASK
     """Task whose reward the export holds (see `udg tasks`)."""
     out: Path
     """Root folder of the exported Minari dataset (udg/<env>/<name>-v0 under it)."""
-    select: str = "top1"
-    """Selection rule: top1, top2, top:K or all."""
-    name: str | None = None
-    """Dataset name (default <task>-<select>)."""
-    reference: Path | None = None
+    select: SELECTION = "top1"
+    """Selection rule: the best dataset, the union of the best K, or all."""
+    name: later(str, "<task>-<select>", "NAME") = None
+    """Dataset name."""
+    reference: later(Path, "none") = None
     """An experiment's results.json whose reference rows (random policy and expert under the
     task, mean over seeds) become Minari's ref_min_score / ref_max_score."""
-    ref_min_score: float | None = None
-    """Random policy's return under the task (overrides --reference; with --ref-max-score only,
-    measured here over 10 episodes)."""
-    ref_max_score: float | None = None
-    """Expert's return under the task (overrides --reference)."""
-    author: str | None = None
-    """Author in the metadata (default: $UDG_AUTHOR, else git's user.name)."""
-    author_email: str | None = None
-    """Contact in the metadata (default: $UDG_AUTHOR_EMAIL, else git's user.email)."""
-    code_permalink: str | None = None
-    """Link to the code in the metadata (default: $UDG_CODE_PERMALINK, else the git remote at
-    this revision, else udg's version and revision)."""
+    ref_min_score: later(float, "--reference's, else measured over 10 episodes") = None
+    """Random policy's return under the task (needs --ref-max-score or --reference)."""
+    ref_max_score: later(float, "--reference's, else none") = None
+    """Expert's return under the task."""
+    author: later(str, "$UDG_AUTHOR, else git's user.name") = None
+    """Author in the metadata."""
+    author_email: later(str, "$UDG_AUTHOR_EMAIL, else git's user.email") = None
+    """Contact in the metadata."""
+    code_permalink: later(
+        str, "$UDG_CODE_PERMALINK, else the git remote at this revision, else udg's version"
+    ) = None
+    """Link to the code in the metadata."""
     d3rlpy: bool = True
     """Also write d3rlpy.npz (the episodes laid out for d3rlpy's MDPDataset)."""
     json: bool = False
@@ -175,50 +220,49 @@ class Generate:
     Rerun the same command after an interruption to resume; the datasets then equal those of an
     uninterrupted run. Rerun it with a larger --steps to train the same agents on.
     --agents 1 --task T --w-div 0 --w-task 1 gives the supervised baseline.
+
+    Example: udg generate --env rooms --out runs/rooms-k8 --agents 8
     """
 
     out: Path
     """Run folder (created; an existing run with the same config is resumed)."""
-    env: str = "point"
+    env: ENV = "point"
     """Environment (see `udg tasks`)."""
-    scale: str = "demo"
+    scale: SCALE = "demo"
     """Preset: demo (point in minutes), small (MuJoCo in hours on 2 cores) or paper."""
-    agents: int | None = None
-    """K, the number of agents (default: the preset's)."""
-    steps: int | None = None
-    """Environment steps per agent (default: the preset's); raise it on an existing run to
-    extend it."""
-    task: str | None = None
-    """A known task whose reward is mixed in with weight --w-task (default: the preset's: none,
-    except ant at small, which mixes in the ant-outward locomotion prior)."""
-    agent_tasks: tuple[str, ...] | None = None
+    agents: later(int) = None
+    """K, the number of agents."""
+    steps: later(int) = None
+    """Environment steps per agent; raise it on an existing run to extend it."""
+    task: later(str, "the preset's: none, but ant-outward for ant at small", "TASK") = None
+    """A known task whose reward is mixed in with weight --w-task."""
+    agent_tasks: later(tuple[str, ...], "none", "TASK [TASK ...]") = None
     """One task per agent instead of --task (K specialists at once, e.g. experts for the theory
     check: --agent-tasks ant-angle-0 ant-angle-90 --w-div 0)."""
-    w_task: float | None = None
-    """Weight of the task reward (default: the preset's, 0 except ant at small's 1; and 1 when a
-    task is given with --w-div 0)."""
-    w_div: float | None = None
-    """Weight of the diversity reward (default 1)."""
+    w_task: later(float, "the preset's: 0, but 1 for ant at small and with --w-div 0") = None
+    """Weight of the task reward."""
+    w_div: later(float, "1") = None
+    """Weight of the diversity reward."""
     seed: int = 0
     """Seed of everything."""
-    episode_length: int | None = None
-    """Episode time limit T (default: the preset's)."""
-    warmup_steps: int | None = None
-    """Random-action steps per agent before learning (default: the preset's)."""
-    reward_scale: float | None = None
-    """Scale of the diversity reward (default: the preset's)."""
-    temperature: str | None = None
-    """SAC temperature: a fixed value (WURL's 0.2) or `auto` (tuned towards an entropy of
-    -|A|); default: the preset's."""
-    episode_scaling: bool | None = None
-    """Multiply an early-ended episode's diversity reward by T / D (default: the preset's)."""
-    features: tuple[str, ...] | None = None
-    """Info columns forming the diversity features (default: the env's)."""
-    observe_features: bool | None = None
+    episode_length: later(int) = None
+    """Episode time limit T."""
+    warmup_steps: later(int) = None
+    """Random-action steps per agent before learning."""
+    reward_scale: later(float) = None
+    """Scale of the diversity reward."""
+    temperature: later(str, "the preset's", "{auto,FLOAT}") = None
+    """SAC temperature: a fixed value (WURL's 0.2) or auto (tuned towards an entropy of minus
+    the action dimension)."""
+    episode_scaling: later(bool) = None
+    """Multiply an early-ended episode's diversity reward by T / D."""
+    features: later(tuple[str, ...], "the env's", "COLUMN [COLUMN ...]") = None
+    """Info columns forming the diversity features."""
+    observe_features: later(bool) = None
     """Give the agents the diversity features too (Ant's and HalfCheetah's observations omit
-    the torso position; default: the preset's)."""
-    final_rollouts: int | None = None
-    """Extra episodes of each final policy per dataset (default 0)."""
+    the torso position)."""
+    final_rollouts: later(int, "0") = None
+    """Extra episodes of each final policy per dataset."""
 
     def run(self) -> None:
         from udg.cli import commands
@@ -228,15 +272,16 @@ class Generate:
 
 @dataclass(frozen=True)
 class PlotCoverage:
-    """Draw the coverage figure (the agents' trajectories in feature space) of a generate run."""
+    """Draw the coverage figure (the agents' trajectories in feature space) of a generate run.
+
+    Example: udg plot-coverage runs/rooms-k8 --last 10 --out final.png"""
 
     run_dir: tyro.conf.Positional[Path]
     """The generate run folder."""
-    last: int | None = None
-    """Draw each agent's last N episodes bold (default: its last 20 %, as at the end of a run);
-    e.g. --last 10 shows only the final policies."""
-    out: Path | None = None
-    """PNG to write (default: RUN/coverage.png)."""
+    last: later(int, "each agent's last 20 %, as at the end of a run") = None
+    """Draw each agent's last N episodes bold; e.g. --last 10 shows only the final policies."""
+    out: later(Path, "RUN/coverage.png") = None
+    """PNG to write."""
 
     def run(self) -> None:
         from udg.experiments.generate import plot_run_coverage
@@ -249,44 +294,46 @@ class Offline:
     """Stage 2: relabel datasets for a task, rank and select them, train MOPO, evaluate.
 
     Rerun the same command after an interruption to resume. Works on any Minari dataset of a
-    known env, e.g. `udg offline --data RUN/datasets --task point-angle-60 --out OUT`.
+    known env.
+
+    Example: udg offline --data runs/rooms-k8 --task rooms-angle-60 --out runs/offline-60
     """
 
     data: tuple[Path, ...]
     """Dataset folders, Minari roots or run folders."""
-    task: str
+    task: TASK
     """Downstream task (see `udg tasks`)."""
     out: Path
     """Output folder (model, policy, learning curve, result.json)."""
-    select: str = "top1"
-    """Selection: top1 (UDG's rule), top2, top:K or all."""
-    scale: str = "demo"
-    """MOPO preset: demo, small or paper."""
+    select: SELECTION = "top1"
+    """Selection: the best dataset (UDG's rule), the union of the best K, or all."""
+    scale: SCALE = "demo"
+    """MOPO preset."""
     seed: int = 0
     """Seed of the model, policy and evaluation."""
-    epochs: int | None = None
-    """Policy epochs (default: the preset's)."""
-    rollout_length: int | None = None
-    """Model rollout horizon h (default: the env's preset)."""
-    penalty_coef: float | None = None
-    """Uncertainty penalty lambda (default: the env's preset)."""
-    penalty: str | None = None
-    """max_sigma (MOPO's) or disagreement."""
-    reward: str | None = None
-    """Reward of model steps: computed (default; the task's function of the predicted columns,
-    one model per dataset) or learned (MOPO's original: the model predicts the reward)."""
-    eval_episodes: int | None = None
-    """Episodes per evaluation (default: the preset's)."""
-    observation_dims: int | None = None
-    """Leading observation entries the model and policy see (default: the env's; ant: 27)."""
-    eval_episode_length: int | None = None
-    """Time limit of evaluation episodes (default: the env's)."""
-    model: Path | None = None
+    epochs: later(int) = None
+    """Policy epochs."""
+    rollout_length: later(int, "the env's preset") = None
+    """Model rollout horizon h."""
+    penalty_coef: later(float, "the env's preset") = None
+    """Uncertainty penalty lambda."""
+    penalty: later(str, "the preset's: max_sigma", "{max_sigma,disagreement}") = None
+    """Uncertainty of the penalty: max_sigma (MOPO's) or disagreement."""
+    reward: later(str, "computed", "{computed,learned}") = None
+    """Reward of model steps: computed (the task's function of the predicted columns, one model
+    per dataset) or learned (MOPO's original: the model predicts the reward)."""
+    eval_episodes: later(int) = None
+    """Episodes per evaluation."""
+    observation_dims: later(int, "the env's; ant: 27") = None
+    """Leading observation entries the model and policy see."""
+    eval_episode_length: later(int, "the env's") = None
+    """Time limit of evaluation episodes."""
+    model: later(Path, "fit one") = None
     """Reuse this saved dynamics model (model.msgpack of an earlier run) instead of fitting."""
-    model_epochs: int | None = None
-    """Cap on the model's epochs, early stopping still on (default: the preset's)."""
-    model_batches: int | None = None
-    """Model minibatches per epoch, 0 for full passes (default: the preset's)."""
+    model_epochs: later(int) = None
+    """Cap on the model's epochs, early stopping still on."""
+    model_batches: later(int) = None
+    """Model minibatches per epoch, 0 for full passes."""
     json: bool = False
     """Print result.json instead of a summary."""
 
@@ -301,27 +348,28 @@ class Demo:
     """The whole UDG pipeline on the rooms world, over seeds: diverse data, baselines, MOPO on
     six tasks, reference returns, coverage, the W1 theory check, and a report (results.json,
     report.md, report.html). `--env point` runs the open plane, the control where data
-    coverage cannot matter."""
+    coverage cannot matter.
+
+    Example: udg demo --out runs/demo --seeds 3"""
 
     out: Path = Path("runs/demo")
     """Run folder (rerun to resume; finished steps are skipped)."""
-    env: str = "rooms"
+    env: choice("rooms", "point") = "rooms"
     """World: rooms (nine rooms joined by doorways) or point (the open plane)."""
-    scale: str = "demo"
+    scale: SCALE = "demo"
     """Preset scale (demo runs in minutes on 2 cores)."""
     seed: int = 0
     """First seed; the pipeline runs seeds seed .. seed + seeds - 1."""
     seeds: int = 3
     """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
-    expert_steps: int | None = None
-    """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
-    executor: str = "local"
+    expert_steps: later(int, "stage 1's") = None
+    """Steps of each baseline SAC agent (supervised and expert data)."""
+    executor: EXECUTOR = "local"
     """Where MOPO populations run: local (in-process) or ray (one task per population)."""
-    address: str | None = None
-    """Address of an existing Ray cluster (default: start a local one)."""
-    population_cells: int | None = None
-    """Most MOPO cells trained as one computation (default: every cell with the same settings;
-    1 trains the cells one by one)."""
+    address: later(str, "start a local Ray") = None
+    """Address of an existing Ray cluster."""
+    population_cells: later(int, "every cell with the same settings") = None
+    """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
 
     def run(self) -> None:
         from udg.cli import commands
@@ -334,27 +382,28 @@ class Demo:
 class Experiment:
     """Reproduce a paper experiment: ant-angle (six directions; top-1/top-2/all, random,
     supervised ant-angle-0) or cheetah (jump and crawl; random, UDG top-1, supervised
-    cheetah-run). Resumable cell by cell; writes a table beside the paper's numbers."""
+    cheetah-run). Resumable cell by cell; writes a table beside the paper's numbers.
 
-    name: tyro.conf.Positional[str]
-    """ant-angle or cheetah."""
-    out: Path | None = None
-    """Run folder (default runs/<name>-<scale>)."""
-    scale: str = "small"
+    Example: udg experiment cheetah --scale small --seeds 3"""
+
+    name: tyro.conf.Positional[choice("ant-angle", "cheetah")]
+    """The experiment."""
+    out: later(Path, "runs/<name>-<scale>") = None
+    """Run folder."""
+    scale: SCALE = "small"
     """demo, small (hours on 2 cores) or paper."""
     seed: int = 0
     """First seed; the pipeline runs seeds seed .. seed + seeds - 1."""
     seeds: int = 3
     """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
-    expert_steps: int | None = None
-    """Steps of each baseline SAC agent (supervised and expert data; default: stage 1's)."""
-    executor: str = "local"
+    expert_steps: later(int, "stage 1's") = None
+    """Steps of each baseline SAC agent (supervised and expert data)."""
+    executor: EXECUTOR = "local"
     """Where MOPO populations run: local (in-process) or ray (one task per population)."""
-    address: str | None = None
-    """Address of an existing Ray cluster (default: start a local one)."""
-    population_cells: int | None = None
-    """Most MOPO cells trained as one computation (default: every cell with the same settings;
-    1 trains the cells one by one)."""
+    address: later(str, "start a local Ray") = None
+    """Address of an existing Ray cluster."""
+    population_cells: later(int, "every cell with the same settings") = None
+    """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
 
     def run(self) -> None:
         import dataclasses
@@ -373,7 +422,9 @@ class Experiment:
 class Plot:
     """Draw the learning curves of `udg offline` runs (an interrupted one's so far) in one figure
     (x: SAC updates) and print each run's last, best and mean-of-the-last-quarter evaluation
-    return."""
+    return.
+
+    Example: udg plot runs/offline-60 runs/offline-120 --out curves.png"""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
     """Offline run folders (named in the legend by their shortest distinct trailing path)."""
@@ -393,19 +444,21 @@ class Plot:
 @dataclass(frozen=True)
 class Evaluate:
     """Run a finished offline run's saved policy deterministically in the real env and print each
-    episode's steps, termination, final position, displacement and task return."""
+    episode's steps, termination, final position, displacement and task return.
+
+    Example: udg evaluate runs/offline-60 --task rooms-angle-90 --episodes 10"""
 
     run_dir: tyro.conf.Positional[Path]
     """The offline run folder."""
-    task: str | None = None
-    """Task to score the episodes under (default: the run's own; any task of its env)."""
+    task: later(str, "the run's own", "TASK") = None
+    """Task to score the episodes under (any task of the run's env)."""
     episodes: int = 5
     """Number of episodes."""
-    seed: int | None = None
-    """Seed of the episodes' resets (default: the run's, at its last evaluation: with the run's
-    --episodes and episode length these are the episodes its last_return averaged)."""
-    episode_length: int | None = None
-    """Episode time limit (default: the run's evaluation limit, else the env's)."""
+    seed: later(int, "the run's, at its last evaluation") = None
+    """Seed of the episodes' resets (with the run's --episodes and episode length, the run's
+    seed gives the episodes its last_return averaged)."""
+    episode_length: later(int, "the run's evaluation limit, else the env's") = None
+    """Episode time limit."""
     json: bool = False
     """Print JSON instead of a table."""
 
@@ -426,15 +479,17 @@ class Evaluate:
 class Diversity:
     """The pairwise exact W1 table of a finished generate run's agents (the feature states of
     each agent's last episodes) against as many uniformly random policies, with each policy's
-    median reach, mean heading and its consistency."""
+    median reach, mean heading and its consistency.
+
+    Example: udg diversity runs/rooms-k8 --episodes 10"""
 
     run_dir: tyro.conf.Positional[Path]
     """The generate run folder."""
     episodes: int = 10
     """Last episodes per agent (and random episodes per random policy)."""
-    columns: tuple[str, ...] | None = None
-    """Info columns to measure (default: the run's features; the first two give reach and
-    heading), e.g. --columns x_position y_position for a run whose features were velocities."""
+    columns: later(tuple[str, ...], "the run's features", "COLUMN [COLUMN ...]") = None
+    """Info columns to measure (the first two give reach and heading), e.g. --columns x_position
+    y_position for a run whose features were velocities."""
     json: bool = False
     """Print JSON instead of tables."""
 
