@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tiny_configs import TINY
+from tiny_configs import TINY, tensorboard_scalars
 
 from udg.data.minari_io import find_datasets, load_dataset
 from udg.envs import get_task
@@ -70,27 +70,6 @@ def test_interrupted_run_resumes_to_identical_datasets(tmp_path, num_agents):
             np.testing.assert_array_equal(a.infos[column], b.infos[column])
 
 
-def _tensorboard_scalars(folder):
-    """{(tag, step): [values]} from the event files, as TensorBoard reads them (with purges)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    scalars = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
-            offset += 12 + length + 4
-            if event.session_log.status == event_pb2.SessionLog.START:
-                scalars = {k: v for k, v in scalars.items() if k[1] < event.step}
-            for value in event.summary.value:
-                scalars.setdefault((value.tag, event.step), []).append(value.simple_value)
-    return scalars
-
-
 def test_event_files_of_attempts_within_one_second_sort_as_they_ran(tmp_path, monkeypatch):
     pytest.importorskip("tensorboardX")
     import tensorboardX.event_file_writer as event_file_writer
@@ -102,7 +81,7 @@ def test_event_files_of_attempts_within_one_second_sort_as_they_ran(tmp_path, mo
         writer = tensorboard.open_log(tmp_path, resume_step=attempt or None)
         tensorboard.write_rows(writer, [{"env_steps": attempt, "attempt": attempt}], "env_steps")
         tensorboard.close(writer)
-    scalars = _tensorboard_scalars(tmp_path)  # reads the files in name order, as TensorBoard does
+    scalars = tensorboard_scalars(tmp_path)  # reads the files in name order, as TensorBoard does
     assert scalars == {("attempt", a): [float(a)] for a in range(3)}
 
 
@@ -129,7 +108,7 @@ def test_tensorboard_curves_survive_a_resume_without_duplicates(tmp_path, monkey
     generator, _ = run_generate(TINY, tmp_path / "run")  # resumes after round 6
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["git_revision"] == "rev-a" and manifest["git_revisions"] == ["rev-a", "rev-b"]
-    scalars = _tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    scalars = tensorboard_scalars(tmp_path / "run" / "tensorboard")
     assert all(len(v) == 1 for v in scalars.values())
     steps = sorted({step for tag, step in scalars if tag == "return/agent_0"})
     assert steps == [TINY.episode_length * (r + 1) for r in range(TINY.rounds)]

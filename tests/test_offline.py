@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_configs import TINY_DYNAMICS, TINY_MOPO
+from tiny_configs import TINY_DYNAMICS, TINY_MOPO, tensorboard_scalars
 
 from udg.agents import sac
 from udg.cli.main import main
@@ -244,6 +244,13 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
     curves = [(tmp_path / run / "learning_curve.csv").read_text() for run in "ab"]
     epochs = [[line.split(",")[0] for line in curve.splitlines()[1:]] for curve in curves]
     assert epochs[0] == epochs[1] and all(e.isdigit() for e in epochs[1])  # ints after resume
+    # The curves also went to TensorBoard (tensorboardX is in the dev extra), each
+    # evaluation once, the resumed run's as the straight run's.
+    boards = [tensorboard_scalars(tmp_path / run / "tensorboard") for run in "ab"]
+    assert {step for tag, step in boards[0] if tag == "eval_return"} == {2, 4}
+    assert boards[0].keys() == boards[1].keys() and all(len(v) == 1 for v in boards[1].values())
+    for key, value in boards[0].items():
+        assert boards[1][key][0] == pytest.approx(value[0], rel=1e-5), key
 
 
 def _jobs(point_root, tmp_path, cells, **mopo_changes) -> list[offline.CellJob]:

@@ -40,3 +40,25 @@ TINY_MOPO = mopo.MOPOConfig(
     sac=SACConfig(hidden_dims=(16, 16), batch_size=32),
     dynamics=TINY_DYNAMICS,
 )
+
+
+def tensorboard_scalars(folder) -> dict:
+    """{(tag, step): [values]} from a folder's event files, read as TensorBoard reads them: in
+    name order, a purge (a resumed run's start) dropping the events at or past its step."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                scalars = {k: v for k, v in scalars.items() if k[1] < event.step}
+            for value in event.summary.value:
+                scalars.setdefault((value.tag, event.step), []).append(value.simple_value)
+    return scalars

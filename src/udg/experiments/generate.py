@@ -231,8 +231,10 @@ def iter_chunks(run: Stage1Run):
 def _write_metrics(run: Stage1Run) -> None:
     write_rows(run.out, METRICS, run.metrics)
     if run.board is None:  # opened at the first write, after any resume
-        resumed = run.board_rows * run.config.episode_length
-        run.board = tensorboard.open_log(run.out / "tensorboard", resumed + 1 if resumed else None)
+        # A resumed run purges every event of the killed one and writes its rows again: the
+        # killed writer may have lost events it still had queued (flush does not drain them).
+        run.board = tensorboard.open_log(run.out / "tensorboard", 0 if run.board_rows else None)
+        run.board_rows = 0
     tensorboard.write_rows(run.board, run.metrics[run.board_rows :], "env_steps")
     run.board_rows = len(run.metrics)
 

@@ -42,7 +42,7 @@ from udg.envs.registry import get_env_spec, observed_columns, predicted_columns
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import ConfigError, UdgError
 from udg.evaluation.evaluate import evaluate_groups
-from udg.experiments import runs
+from udg.experiments import runs, tensorboard
 from udg.offline import dynamics, mopo
 from udg.seeds import jax_key
 
@@ -134,6 +134,13 @@ class Population:
     history: list[list[dict]] = field(default_factory=list)
     """Per cell, one row per evaluation: epoch, eval_return, eval_std, q, uncertainty."""
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMED, 0.0))
+    boards: list | None = None
+    """Per cell, its TensorBoard writer (None each without tensorboardX); opened at the first
+    checkpoint."""
+    board_rows: list[int] = field(default_factory=list)
+    """Per cell, the rows of ``history`` its board holds."""
+    resumed: bool = False
+    """Whether the population resumed from a checkpoint."""
 
 
 def observation_view(data: Dataset, dims: int) -> Dataset:
@@ -398,7 +405,9 @@ def _reward_fn(cells: list[PreparedCell]) -> mopo.RewardFn:
 
 
 def save_checkpoint(pop: Population) -> None:
-    """Write the population's policies, buffers and epoch, and each cell's curve so far."""
+    """Write the population's policies, buffers and epoch, and each cell's curve so far (its
+    TensorBoard events first: killed before the checkpoint, a resume purges them)."""
+    _write_boards(pop)
     arrays = {
         "agents": np.frombuffer(sac.to_bytes(pop.state.agent), np.uint8),
         "epoch": np.array(pop.epoch),
@@ -409,6 +418,19 @@ def save_checkpoint(pop: Population) -> None:
     runs.save_state(pop.checkpoint.parent, pop.checkpoint.name, **arrays)
     for cell, rows in zip(pop.cells, pop.history, strict=True):
         runs.write_rows(cell.out, CURVE, rows)
+
+
+def _write_boards(pop: Population) -> None:
+    """Each cell's evaluations since the last checkpoint as TensorBoard scalars at their epoch
+    (with tensorboardX). A resumed run's writers purge every event of the killed run and write
+    the curve again from its start: a killed writer may have lost events it had queued."""
+    if pop.boards is None:
+        purge = 0 if pop.resumed else None
+        pop.boards = [tensorboard.open_log(c.out / "tensorboard", purge) for c in pop.cells]
+        pop.board_rows = [0] * len(pop.cells)
+    for c, (board, rows) in enumerate(zip(pop.boards, pop.history, strict=True)):
+        tensorboard.write_rows(board, rows[pop.board_rows[c] :], "epoch")
+        pop.board_rows[c] = len(rows)
 
 
 def load_checkpoint(pop: Population) -> None:
@@ -436,6 +458,7 @@ def load_checkpoint(pop: Population) -> None:
     pop.history = [
         runs.read_rows(c.out, CURVE, keep=lambda row: row["epoch"] <= pop.epoch) for c in pop.cells
     ]
+    pop.resumed = True
 
 
 def _epoch_keys(pop: Population) -> dict[str, jax.Array]:
@@ -615,6 +638,8 @@ def run_population(
     load_checkpoint(pop)
     index = dict(enumerate(todo))
     train(pop, None if on_epoch is None else lambda c, e, row: on_epoch(index[c], e, row))
+    for board in pop.boards or []:
+        tensorboard.close(board)
     wall = time.perf_counter() - start
     for c, i in enumerate(todo):
         results[i] = finish_cell(pop, c, wall)

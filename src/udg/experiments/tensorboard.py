@@ -1,9 +1,11 @@
 """Training metrics as TensorBoard event files, when tensorboardX is installed.
 
 ``pip install -e ".[tensorboard]"`` enables it; without the package every call is a no-op and
-``metrics.csv`` stays the record. Rows are written when their CSV is (at checkpoints), and a
-resumed run opens its writer with ``purge_step`` so that TensorBoard drops any event past the
-checkpoint it resumed from: a killed and resumed run shows each step once.
+``metrics.csv`` stays the record. Rows are written at checkpoints (stage 1's metrics, each MOPO
+cell's evaluations). A resumed run opens its writer with ``purge_step=0``, so that TensorBoard
+drops every event of the killed run, and writes the rows up to its checkpoint again: a killed
+writer may have lost events still queued (tensorboardX's ``flush`` does not drain its queue), and
+a killed and resumed run shows each step once either way.
 """
 
 from __future__ import annotations
