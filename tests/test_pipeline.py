@@ -174,6 +174,23 @@ def test_findings_count_tasks_and_seeds():
     )
 
 
+def test_each_data_kind_keeps_its_colour_in_every_figure():
+    from udg.experiments.report import colours, columns
+
+    def summary(supervised, selections):
+        return {"supervised_task": supervised, "columns": ["random-all", *selections]}
+
+    one = colours(summary("rooms-angle-0", ["udg-top1", "udg-top2", "udg-all"]))
+    other = colours(summary("ant-angle-90", ["udg-top1", "udg-top:3", "udg-all"]))
+    for key in ("random-all", "supervised-all", "udg-top1", "udg-all"):
+        assert one[key] == other[key]  # the same kind, the same colour, in any run
+    keys = [k for k, _ in columns(summary("t", ["udg-top1", "udg-top2", "udg-top:3", "udg-all"]))]
+    palette = colours(summary("t", ["udg-top1", "udg-top2", "udg-top:3", "udg-all"]))
+    assert len({palette[k] for k in keys}) == len(keys)  # and no two kinds share one
+    for key, label in columns(summary("t", ["udg-top1"])):
+        assert palette[label] == palette[key]  # figures labelled by name find it too
+
+
 def test_report_names_a_mixed_in_reward():
     from udg.experiments.generate_config import GenerateConfig
     from udg.experiments.report import data_line

@@ -39,9 +39,11 @@ def plot_coverage(
     title: str = "",
     last: int | None = None,
     walls: Sequence[tuple[tuple[float, float], tuple[float, float]]] = (),
+    colours: Sequence[str] | None = None,
 ) -> Path:
-    """Each agent's episodes in feature space, one colour per agent, over the env's ``walls``
-    (segments ``((x0, y0), (x1, y1))``, drawn black; the rooms world's).
+    """Each agent's episodes in feature space, one colour per agent (``colours``, default
+    matplotlib's tab10 in order), over the env's ``walls`` (segments ``((x0, y0), (x1, y1))``,
+    drawn black; the rooms world's).
 
     ``trajectories[i]`` holds agent i's episodes as ``[T, 2]`` feature arrays in collection
     order; its last ``last`` episodes (default: the last ``FINAL_FRACTION``, the final
@@ -51,9 +53,9 @@ def plot_coverage(
     fig, ax = plt.subplots(figsize=(6.5, 6))
     for (x0, y0), (x1, y1) in walls:
         ax.plot([x0, x1], [y0, y1], color="black", lw=1.5, solid_capstyle="butt", zorder=4)
-    colours = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10")
     for i, (episodes, label) in enumerate(zip(trajectories, labels, strict=True)):
-        colour = colours(i % 10)
+        colour = colours[i] if colours is not None else palette(i % 10)
         cut = int(len(episodes) * (1 - FINAL_FRACTION)) if last is None else len(episodes) - last
         for j, episode in enumerate(episodes):
             final = j >= cut
@@ -118,17 +120,35 @@ def plot_bars(
     ylabel: str,
     path: Path,
     title: str = "",
+    colours: dict[str, str] | None = None,
 ) -> Path:
-    """Grouped bars with error bars: ``series[name] = (means per group, stds per group)``."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(1, len(series)) / 2), 4))
-    width = 0.8 / max(1, len(series))
+    """Grouped bars with error bars: ``series[name] = (means per group, stds per group)``, in
+    ``colours[name]`` where given. The figure is at most 11 inches wide, so that a report's
+    page shows it near its natural size and its labels stay legible; the legend sits above the
+    bars in one row rather than over them."""
+    n = max(1, len(series))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(6.0, 0.3 * len(groups) * n + 1.5)), 4.2))
+    width = 0.8 / n
     x = np.arange(len(groups))
     for j, (name, (means, stds)) in enumerate(series.items()):
-        ax.bar(x + j * width - 0.4 + width / 2, means, width, yerr=stds, label=name, capsize=2)
-    ax.set_xticks(x, groups, rotation=20)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+        colour = (colours or {}).get(name)
+        ax.bar(
+            x + j * width - 0.4 + width / 2,
+            means,
+            width,
+            yerr=stds,
+            label=name,
+            capsize=2,
+            color=colour,
+            error_kw={"lw": 0.8},
+        )
+    ax.set_xticks(x, groups, rotation=15 if len(groups) > 4 else 0, fontsize=10)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel(ylabel, fontsize=10)
+    ax.set_title(title, fontsize=11, pad=28)
+    ax.legend(
+        fontsize=9, ncols=min(n, 5), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False
+    )
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
@@ -141,15 +161,16 @@ def plot_scatter(
     ylabel: str,
     path: Path,
     title: str = "",
+    colours: dict[str, str] | None = None,
 ) -> Path:
-    """A scatter coloured by group (e.g. W1 to expert data against offline return)."""
+    """A scatter coloured by group (e.g. W1 to expert data against offline return), group g in
+    ``colours[g]`` where given, else matplotlib's tab10 in order of first appearance."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    colours = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10")
     for j, group in enumerate(dict.fromkeys(groups)):
         mask = np.array([g == group for g in groups])
-        ax.scatter(
-            np.asarray(x)[mask], np.asarray(y)[mask], label=group, color=colours(j % 10), s=18
-        )
+        colour = (colours or {}).get(group, palette(j % 10))
+        ax.scatter(np.asarray(x)[mask], np.asarray(y)[mask], label=group, color=colour, s=18)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

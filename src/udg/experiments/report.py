@@ -27,6 +27,16 @@ LABELS = {
     "udg-top2": "UDG top 2 mixed",
     "udg-all": "UDG all mixed",
 }
+COLOURS = {
+    "random-all": "tab:blue",
+    "supervised-all": "tab:orange",
+    "udg-top1": "tab:green",
+    "udg-top2": "tab:red",
+    "udg-all": "tab:purple",
+}
+"""One colour per data kind, the same in every figure (bars, scatter, coverage of the
+baselines); other UDG selections (top k) take the remaining tab10 colours."""
+SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:grey")
 REFERENCE_LABELS = {"zero": "zero action", "random": "random actions", "expert": "expert (SAC)"}
 
 
@@ -37,6 +47,15 @@ def columns(summary: dict) -> list[tuple[str, str]]:
     ]
     labels = dict(LABELS, **{"supervised-all": f"supervised ({summary['supervised_task']})"})
     return [(k, labels.get(k, k)) for k in keys]
+
+
+def colours(summary: dict) -> dict[str, str]:
+    """Each data column's colour, keyed by both its key and its label."""
+    spare = iter(SPARE_COLOURS * 4)
+    out = {}
+    for key, label in columns(summary):
+        out[key] = out[label] = COLOURS.get(key) or next(spare)
+    return out
 
 
 def _seeds(summary: dict) -> list:
@@ -306,17 +325,20 @@ def _figures(out: Path, summary: dict) -> list[tuple[str, str]]:
         "MOPO return (last evaluation)",
         figures / "returns.png",
         title=f"offline return per task and data (mean ± std over {len(_seeds(summary))} seeds)",
+        colours=colours(summary),
     )
     drawn.append(("returns.png", "MOPO's return per task and data, mean ± std over seeds."))
     points = summary["theory"]["points"]
+    labels = dict(columns(summary))
     plot_scatter(
         np.array([p["w1"] for p in points]),
         np.array([p["return"] for p in points]),
-        [p["data"] for p in points],
+        [labels.get(p["data"], p["data"]) for p in points],
         "W1(data, expert data), state-action space",
         "MOPO return",
         figures / "w1_vs_return.png",
         title=f"pooled Spearman rho (normalised) = {summary['theory']['spearman']['rho']:.2f}",
+        colours=colours(summary),
     )
     drawn.append(("w1_vs_return.png", "W1 to the expert data against MOPO's return."))
     return drawn
@@ -336,8 +358,15 @@ def _baseline_coverage(out: Path, summary: dict, path: Path) -> Path | None:
         data = load_dataset(sources[str(_seeds(summary)[0])][kind][0])
         trajectories.append(data.feature_episodes(features))
         labels.append(kind)
+    palette = colours(summary)
     return plot_coverage(
-        trajectories, labels, features, path, title=f"{env}: baselines", walls=env_walls(env)
+        trajectories,
+        labels,
+        features,
+        path,
+        title=f"{env}: baselines",
+        walls=env_walls(env),
+        colours=[palette[f"{kind}-all"] for kind in labels],
     )
 
 
