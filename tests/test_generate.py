@@ -262,3 +262,8 @@ def test_a_run_larger_than_the_memory_is_refused_before_any_work(tmp_path):
     with pytest.raises(UdgError, match=r"needs about [\d,.]+ GiB, more than this machine's"):
         run_generate(huge, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    many = dataclasses.replace(TINY, num_agents=10_000).validated()
+    assert memory_estimate(many) > 600e9  # the pairwise diversity term: XLA asked for 720 GB
+    with pytest.raises(UdgError, match="use fewer agents or steps"):
+        run_generate(many, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

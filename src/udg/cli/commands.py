@@ -353,6 +353,20 @@ def generate_config(args):
     return config.validated()
 
 
+def generate_disk_bytes(args) -> tuple[Path, int, str] | None:
+    """(folder, bytes, what) of the datasets ``udg generate`` will write, for the preflight's
+    disk check; none for a run being resumed (its files are there already)."""
+    from udg.data.minari_io import dataset_bytes
+    from udg.experiments.runs import MANIFEST
+
+    config = generate_config(args)
+    if (Path(args.out) / MANIFEST).exists():
+        return None
+    steps = (config.rounds + config.final_rollouts) * config.episode_length
+    need = config.num_agents * dataset_bytes(config.env, steps, config.episode_length)
+    return args.out, need, f"{config.num_agents} datasets of {steps} transitions"
+
+
 def generate(args) -> None:
     """``udg generate``: preset, overrides, run with a progress bar, summary table."""
     from udg.cli.progress import progress_bar

@@ -13,11 +13,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import tyro
 from tyro import _strings as _tyro_strings
 
+from udg.cli.preflight import os_error_line, preflight
 from udg.envs.registry import ENVS
 from udg.errors import UdgError
 
@@ -86,6 +87,19 @@ class CollectRandom:
     """Dataset name; the Minari id is udg/<env>/<name>-v0."""
     max_episode_steps: later(int, "the env's") = None
     """Episode time limit."""
+
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
+
+    def disk_bytes(self):
+        """The disk the dataset will take (udg.cli.preflight refuses a disk without it)."""
+        from udg.data.minari_io import dataset_bytes
+        from udg.envs import get_env_spec
+
+        get_env_spec(self.env)  # an unknown env: its own error, not a disk estimate
+        if self.steps <= 0 or (self.max_episode_steps or 1) <= 0:
+            return None  # refused by the command with its own message
+        return self.out, dataset_bytes(self.env, self.steps, self.max_episode_steps), "the dataset"
 
     def run(self) -> None:
         from udg.cli import commands
@@ -207,6 +221,9 @@ class Export:
     json: bool = False
     """Print JSON instead of text."""
 
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
+
     def run(self) -> None:
         from udg.cli import commands
 
@@ -264,6 +281,16 @@ class Generate:
     final_rollouts: later(int, "0") = None
     """Extra episodes of each final policy per dataset."""
 
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
+
+    def disk_bytes(self):
+        """The disk the run's datasets will take (udg.cli.preflight refuses a disk without
+        it); validates the settings as the run would, before any work."""
+        from udg.cli import commands
+
+        return commands.generate_disk_bytes(self)
+
     def run(self) -> None:
         from udg.cli import commands
 
@@ -282,6 +309,9 @@ class PlotCoverage:
     """Draw each agent's last N episodes bold; e.g. --last 10 shows only the final policies."""
     out: later(Path, "RUN/coverage.png") = None
     """PNG to write."""
+
+    OUTPUTS: ClassVar = (("out", "file"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
 
     def run(self) -> None:
         from udg.experiments.generate import plot_run_coverage
@@ -337,6 +367,9 @@ class Offline:
     json: bool = False
     """Print result.json instead of a summary."""
 
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
+
     def run(self) -> None:
         from udg.cli import commands
 
@@ -370,6 +403,9 @@ class Demo:
     """Address of an existing Ray cluster."""
     population_cells: later(int, "every cell with the same settings") = None
     """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
+
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
 
     def run(self) -> None:
         from udg.cli import commands
@@ -405,6 +441,9 @@ class Experiment:
     population_cells: later(int, "every cell with the same settings") = None
     """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
 
+    OUTPUTS: ClassVar = (("out", "folder"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
+
     def run(self) -> None:
         import dataclasses
 
@@ -434,6 +473,9 @@ class Plot:
     """Figure title."""
     json: bool = False
     """Print JSON instead of a table."""
+
+    OUTPUTS: ClassVar = (("out", "file"),)
+    """The output locations the preflight checks before any work (udg.cli.preflight)."""
 
     def run(self) -> None:
         from udg.cli import verbs
@@ -540,11 +582,18 @@ def main(argv: list[str] | None = None) -> int:
 
         use_cpu_cores()  # before the first JAX computation: one CPU device per core
         use_compilation_cache()  # reruns, resumes and Ray workers load what was compiled
+        preflight(command)  # numbers, output locations and disk, before any work
         command.run()
     except UdgError as err:
         if debug:
             raise
         print(f"udg: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write the preflight could not foresee: the disk filled up
+        line = os_error_line(err)
+        if debug or line is None:
+            raise
+        print(f"udg: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("udg: interrupted; rerun the same command to resume where supported", file=sys.stderr)

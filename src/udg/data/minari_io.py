@@ -241,6 +241,23 @@ def env_shapes(env: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return shapes
 
 
+EPISODE_BYTES = 24 * 1024
+"""Disk an HDF5 episode group takes beyond its arrays (measured: point datasets of 2000 and
+10 000 steps, 100-step episodes, take 34 KiB per episode, 10 KiB of it the arrays)."""
+
+
+def dataset_bytes(env: str, steps: int, episode_length: int | None = None) -> int:
+    """A lower estimate of the disk a dataset of ``steps`` transitions of ``env`` takes, in
+    episodes of ``episode_length`` (default the env's): float64 observations, actions,
+    rewards, flags and infos, and each episode's group (90 % of what was measured, so that a
+    refusal on this estimate is never wrong)."""
+    (obs,), (act,) = env_shapes(env)
+    spec = get_env_spec(env)
+    episodes = -(-steps // (episode_length or spec.max_episode_steps))
+    columns = obs + act + 3 + len(spec.info_columns)
+    return int(0.9 * (episodes * EPISODE_BYTES + steps * columns * 8))
+
+
 def read_metadata(path: str | Path) -> dict:
     """The Minari metadata of the dataset at ``path``."""
     data_dir = _data_dir(Path(path))

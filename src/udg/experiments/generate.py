@@ -109,7 +109,10 @@ def memory_estimate(config: GenerateConfig) -> int:
     """Bytes a run of ``config`` holds at its peak, from its shapes: the replay (the whole
     history, float32), the same history again as episodes while the datasets are written
     (float64 infos included), the feature caches and the agents' parameters with Adam's
-    moments and the target critics."""
+    moments and the target critics, and the diversity reward's largest intermediate: each
+    agent's episode against every agent's cache, along M directions, about f + 5 floats per
+    (agent, cache, direction, step) (measured: XLA asks for 720 GB at K = 10 000, T = 50,
+    M = 5, f = 2, which this term gives to 3 %)."""
     from udg.data.minari_io import env_shapes
 
     (obs,), (act,) = env_shapes(config.env)
@@ -120,7 +123,9 @@ def memory_estimate(config: GenerateConfig) -> int:
     cache = k * config.episode_length * len(config.feature_columns) * 4
     widths = [inputs + act, *config.sac.hidden_dims, 2 * act]
     params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
-    return replay + episodes + cache + k * params * 4 * 4 * 3  # actor + 2 critics, x4 states
+    f, m = len(config.feature_columns), config.diversity.num_directions
+    pairwise = k * k * m * config.episode_length * (f + 5) * 4
+    return replay + episodes + cache + pairwise + k * params * 4 * 4 * 3  # actor + 2 critics, x4
 
 
 def _check_memory(config: GenerateConfig) -> None:
