@@ -309,7 +309,7 @@ def test_the_epoch_kernel_compiles_once_for_a_whole_run(point_root, tmp_path, mo
 def test_the_population_starts_from_each_seeds_init_stream(point_root, tmp_path):
     jobs = _jobs(point_root, tmp_path, GRID)
     for job in jobs:
-        offline.open_cell(job)
+        offline.stored_result(job, claim=True)
     cells = [offline.prepare_cell(job) for job in jobs]
     models = [
         offline.fit_or_load_model(c, tmp_path / f"{offline.model_id(c)}.msgpack")[0] for c in cells
@@ -485,8 +485,8 @@ def test_cli_offline_unknown_reward_is_one_line(capsys, point_root, tmp_path):
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--eval-episode-length", "0", "eval_episode_length must be at least 1"),
-        ("--seed", "-1", "seed must be >= 0, got -1"),
+        ("--eval-episode-length", "0", "--eval-episode-length must be at least 1"),
+        ("--seed", "-1", "--seed must be in 0 .. 4294967295, got -1"),
     ],
 )
 def test_offline_refuses_bad_numbers_before_its_folder_exists(

@@ -76,17 +76,22 @@ def collect_random(
 ) -> Path:
     from udg.cli.progress import progress_bar
     from udg.data.collect import collect_episodes, uniform_random_policy
-    from udg.data.minari_io import dataset_id_for, write_dataset
+    from udg.data.minari_io import (
+        check_dataset_name,
+        check_dataset_target,
+        dataset_id_for,
+        write_dataset,
+    )
     from udg.envs import get_env_spec, make_env
 
     get_env_spec(env)
     if steps <= 0:
         raise UdgError(f"--steps must be positive, got {steps}")
-    name = name or f"random-s{seed}"
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise UdgError(f"--max-episode-steps must be at least 1, got {max_episode_steps}")
+    name = check_dataset_name(name or f"random-s{seed}")
     dataset_id = dataset_id_for(env, name)
-    target = Path(out) / dataset_id
-    if target.exists():
-        raise UdgError(f"dataset {target} exists already; choose another --name or --out")
+    check_dataset_target(out, dataset_id)
     gym_env = make_env(env, max_episode_steps=max_episode_steps)
     policy = uniform_random_policy(gym_env.action_space, np.random.default_rng(seed))
     with progress_bar(f"collect-random {env}", total=steps) as bar:
@@ -429,6 +434,7 @@ def offline(args) -> None:
     from udg.envs import get_task
     from udg.experiments.offline import OfflineConfig, run_offline
     from udg.experiments.offline_config import mopo_preset
+    from udg.limits import check_episodes
 
     dynamics = {}  # checked before the data is read
     if args.model_epochs is not None:
@@ -442,12 +448,23 @@ def offline(args) -> None:
             )
         dynamics["max_batches_per_epoch"] = args.model_batches or None
     task = get_task(args.task)
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        raise UdgError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
+    if args.eval_episode_length is not None and args.eval_episode_length < 1:
+        raise UdgError(f"--eval-episode-length must be at least 1, got {args.eval_episode_length}")
+    preset = mopo_preset(task.env, args.scale)
+    check_episodes(
+        task.env,
+        args.eval_episodes or preset.eval_episodes,
+        args.eval_episode_length,
+        f"an evaluation of {args.eval_episodes or preset.eval_episodes} episodes at once",
+        "use fewer --eval-episodes or a shorter --eval-episode-length",
+    )
     datasets = load_datasets(args.data)
     if datasets[0].env != task.env:
         raise UdgError(
             f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
         )
-    preset = mopo_preset(task.env, args.scale)
     overrides = {
         "epochs": args.epochs,
         "rollout_length": args.rollout_length,
@@ -523,19 +540,37 @@ def offline(args) -> None:
         )
 
 
-def pipeline(experiment: str, args) -> None:
-    """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
-    from udg.cli.progress import console, progress_bar
-    from udg.experiments.pipeline import PipelineConfig, run_pipeline
-    from udg.experiments.report import columns, findings, headline_rows, paper_rows
+def pipeline_config(experiment: str, args):
+    """The :class:`PipelineConfig` of ``udg demo`` / ``udg experiment``'s flags."""
+    from udg.experiments.pipeline import PipelineConfig
 
-    config = PipelineConfig(
+    return PipelineConfig(
         experiment=experiment,
         scale=args.scale,
         seed=args.seed,
         seeds=args.seeds,
         expert_steps=args.expert_steps,
     )
+
+
+def pipeline_disk_bytes(experiment: str, args) -> tuple[Path, int, str]:
+    """(folder, bytes, what) of the datasets a pipeline writes, for the preflight's disk
+    check (the datasets already there count as written)."""
+    from udg.experiments.pipeline import pipeline_disk_bytes as need
+
+    config = pipeline_config(experiment, args)
+    done = sum(p.stat().st_size for p in Path(args.out).rglob("*.hdf5") if p.is_file())
+    what = f"{config.seeds} seed(s) of {experiment}'s datasets"
+    return args.out, max(need(config) - done, 0), what
+
+
+def pipeline(experiment: str, args) -> None:
+    """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
+    from udg.cli.progress import console, progress_bar
+    from udg.experiments.pipeline import run_pipeline
+    from udg.experiments.report import columns, findings, headline_rows, paper_rows
+
+    config = pipeline_config(experiment, args)
     summary = run_pipeline(
         config,
         args.out,

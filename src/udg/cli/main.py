@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar
 import tyro
 from tyro import _strings as _tyro_strings
 
-from udg.cli.preflight import os_error_line, preflight
+from udg.cli.preflight import check_empty_values, os_error_line, preflight
 from udg.envs.registry import ENVS
 from udg.errors import UdgError
 
@@ -407,6 +407,14 @@ class Demo:
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""
 
+    def disk_bytes(self):
+        """The disk the pipeline's datasets will take (udg.cli.preflight refuses a disk
+        without it)."""
+        from udg.cli import commands
+        from udg.experiments.pipeline import demo_experiment
+
+        return commands.pipeline_disk_bytes(demo_experiment(self.env), self)
+
     def run(self) -> None:
         from udg.cli import commands
         from udg.experiments.pipeline import demo_experiment
@@ -444,6 +452,20 @@ class Experiment:
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""
 
+    def folder(self) -> Path:
+        return self.out or Path("runs") / f"{self.name}-{self.scale}"
+
+    def disk_bytes(self):
+        """The disk the pipeline's datasets will take (udg.cli.preflight refuses a disk
+        without it)."""
+        import dataclasses
+
+        from udg.cli import commands
+        from udg.experiments.pipeline import get_experiment
+
+        get_experiment(self.name)
+        return commands.pipeline_disk_bytes(self.name, dataclasses.replace(self, out=self.folder()))
+
     def run(self) -> None:
         import dataclasses
 
@@ -453,8 +475,7 @@ class Experiment:
         if self.name.startswith("demo"):
             raise UdgError("use `udg demo` for the demo (`udg demo --env point` for demo-point)")
         get_experiment(self.name)
-        out = self.out or Path("runs") / f"{self.name}-{self.scale}"
-        commands.pipeline(self.name, dataclasses.replace(self, out=out))
+        commands.pipeline(self.name, dataclasses.replace(self, out=self.folder()))
 
 
 @dataclass(frozen=True)
@@ -570,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"udg {__version__} (git {git_revision()})")
         return 0
     try:
+        check_empty_values(argv)  # tyro reads --out "" as the current folder
         command = tyro.cli(
             Command,
             args=argv,

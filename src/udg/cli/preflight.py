@@ -6,7 +6,8 @@ command can forget it:
 
 - a float flag is a finite number (NaN or an infinity would train a whole run, then fail, and a
   NaN config never equals itself, so the rerun would be refused as "a different config");
-- a seed is one NumPy and JAX can take, 0 .. 2**32 - 1;
+- a seed is one NumPy and JAX can take, 0 .. 2**32 - 1, and any other count at most
+  2**31 - 1 (JAX's 32-bit integers);
 - an output folder can be made and written (a name of at most 255 bytes, no file in the way,
   not read-only), an output file's folder too, and the disk holds what the command will write,
   where the command can say how much that is.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from udg.errors import UdgError
 from udg.files import check_output_folder
+from udg.limits import MAX_COUNT, size_text
 
 MAX_SEED = 2**32 - 1
 WRITE_ERRNOS = {
@@ -44,8 +46,8 @@ def flag(name: str) -> str:
 
 
 def check_numbers(command) -> None:
-    """Every float field finite, every seed field within 0 .. 2**32 - 1 (nested commands
-    included)."""
+    """Every float field finite, every seed field within 0 .. 2**32 - 1, every other int at
+    most :data:`udg.limits.MAX_COUNT` (nested commands included)."""
     for field in dataclasses.fields(command):
         value = getattr(command, field.name)
         if dataclasses.is_dataclass(value):
@@ -54,6 +56,26 @@ def check_numbers(command) -> None:
             raise UdgError(f"{flag(field.name)} must be a finite number, got {value}")
         elif field.name == "seed" and isinstance(value, int) and not 0 <= value <= MAX_SEED:
             raise UdgError(f"{flag(field.name)} must be in 0 .. {MAX_SEED}, got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT:
+            raise UdgError(
+                f"{flag(field.name)} {value} is more than udg counts ({MAX_COUNT:,}, JAX's "
+                "32-bit integers)"
+            )
+
+
+EMPTY_ALLOWED = ("--title",)
+"""The flags whose value may be empty (an empty title: none)."""
+
+
+def check_empty_values(argv: list[str]) -> None:
+    """Refuse an empty argument (``--out ""`` would name the current folder, ``--name ""``
+    nothing), except as the value of a flag in :data:`EMPTY_ALLOWED`."""
+    for i, arg in enumerate(argv):
+        name = argv[i - 1] if arg == "" and i > 0 and argv[i - 1].startswith("--") else None
+        if arg.startswith("--") and arg.endswith("=") and "=" not in arg[:-1]:
+            name, arg = arg[:-1], ""
+        if arg == "" and name not in EMPTY_ALLOWED:
+            raise UdgError(f"{name or 'an argument'} is empty; give a value")
 
 
 def check_output_file(path: Path, name: str = "--out") -> None:
@@ -77,8 +99,8 @@ def check_free_space(folder: Path, need: int, what: str, name: str = "--out") ->
     free = shutil.disk_usage(ancestor).free
     if free < need:
         raise UdgError(
-            f"{name} {folder}: {what} needs about {_size(need)} of disk, and {ancestor} has "
-            f"{_size(free)} free"
+            f"{name} {folder}: {what} needs about {size_text(need)} of disk, and {ancestor} has "
+            f"{size_text(free)} free"
         )
 
 
@@ -111,10 +133,3 @@ def os_error_line(err: OSError) -> str | None:
         return None
     where = f" writing {err.filename}" if err.filename else ""
     return f"{reason}{where}; free space or choose another --out, then rerun the same command"
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n} bytes"

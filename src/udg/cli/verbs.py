@@ -18,6 +18,7 @@ from rich.table import Table
 from udg.cli.commands import _print_json, stdout
 from udg.errors import UdgError
 from udg.experiments.runs import RunFolder, load_run
+from udg.limits import check_episodes
 
 
 def _finished(path: Path, kind: str) -> RunFolder:
@@ -162,6 +163,13 @@ def evaluate_run(
     if episode_length is not None and episode_length < 1:
         raise UdgError(f"--episode-length must be at least 1, got {episode_length}")
     length = episode_length or run.config.get("eval_episode_length")
+    check_episodes(
+        spec.env,
+        episodes,
+        length,
+        f"--episodes {episodes} played at once",
+        "use fewer --episodes or a shorter --episode-length",
+    )
     policy = run.load_policy()
     dims = int(run.result["observation_dims"])
     # The default replays the run's last evaluation: its seed's stream at its last epoch.
@@ -284,6 +292,12 @@ def diversity_run(
     datasets = [load_dataset(p) for p in run.dataset_paths()]
     if len(datasets) < 2:
         raise UdgError(f"{path} holds {len(datasets)} dataset; the W1 table needs two agents")
+    fewest = min(d.num_episodes for d in datasets)
+    if episodes > fewest:
+        raise UdgError(
+            f"--episodes {episodes}: the run's agents have {fewest} episodes each (at the "
+            "fewest); give at most that many"
+        )
     agents = [_policy_measures(d, columns, episodes) for d in datasets]
     randoms = [
         _policy_measures(

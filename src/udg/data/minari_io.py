@@ -169,10 +169,23 @@ def buffers_from(episodes: Sequence[Episode]) -> list:
     ]
 
 
+def check_dataset_target(root: str | Path, dataset_id: str) -> Path:
+    """Where :func:`write_dataset` would write ``dataset_id`` under ``root``, refused before
+    any work when it cannot: a dataset there already, or a symbolic link on the way (it could
+    take the write out of ``root``)."""
+    root = Path(root).absolute()
+    target = root / dataset_id
+    if target.exists():
+        raise UdgError(f"dataset {target} exists already; choose another --name or --out")
+    _refuse_links(root, dataset_id)
+    return target
+
+
 def _refuse_links(root: Path, dataset_id: str) -> None:
     """A symlink where the write would land could take it out of ``root``: refuse it."""
-    namespace = root / Path(dataset_id).parts[0]
-    for path in (namespace, namespace / "namespace_metadata.json", root / dataset_id):
+    parts = Path(dataset_id).parts
+    paths = [root / Path(*parts[:i]) for i in range(1, len(parts) + 1)]
+    for path in [*paths, root / parts[0] / "namespace_metadata.json"]:
         if path.is_symlink():
             raise UdgError(f"{path} is a symbolic link; udg writes datasets only into real folders")
 

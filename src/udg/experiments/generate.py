@@ -14,7 +14,6 @@ not checkpointed: it holds the whole history, which the chunk files already are.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,7 @@ from udg.experiments.runs import (
     write_manifest,
     write_rows,
 )
+from udg.limits import check_memory
 from udg.seeds import int_seed, jax_key, numpy_rng
 
 CHECKPOINT = "checkpoint"
@@ -128,15 +128,14 @@ def memory_estimate(config: GenerateConfig) -> int:
     return replay + episodes + cache + pairwise + k * params * 4 * 4 * 3  # actor + 2 critics, x4
 
 
-def _check_memory(config: GenerateConfig) -> None:
-    need = memory_estimate(config)
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise UdgError(
-            f"a run of {config.num_agents} agents x {config.steps} steps (episodes of "
-            f"{config.episode_length}) needs about {need / 2**30:,.1f} GiB, more than this "
-            f"machine's {have / 2**30:,.1f} GiB; use fewer agents or steps"
-        )
+def check_generate_memory(config: GenerateConfig) -> None:
+    """Refuse a run of ``config`` whose :func:`memory_estimate` exceeds the machine's memory."""
+    check_memory(
+        memory_estimate(config),
+        f"a run of {config.num_agents} agents x {config.steps} steps (episodes of "
+        f"{config.episode_length})",
+        "use fewer agents or steps",
+    )
 
 
 def create_run(config: GenerateConfig, out: Path) -> Stage1Run:
@@ -451,7 +450,7 @@ def run_generate(
     A run asked for more ``steps`` than it holds continues from its last checkpoint; without
     final rollouts its datasets then equal those of a run made with the larger ``steps``."""
     config = config.validated()
-    _check_memory(config)  # before the run folder is made
+    check_generate_memory(config)  # before the run folder is made
     defaults = config_dict(GenerateConfig())
     manifest = open_run(out, "generate", config_dict(config), defaults, may_grow=("steps",))
     try:

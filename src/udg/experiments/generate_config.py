@@ -123,6 +123,9 @@ class GenerateConfig:
             task = get_task(name)
             if task.env != self.env:
                 raise ConfigError(f"task {task.name} is for env {task.env}, not {self.env}")
+        repeated = sorted({c for c in self.feature_columns if self.feature_columns.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"feature column(s) {', '.join(repeated)} given twice")
         missing = [c for c in self.feature_columns if c not in spec.info_columns]
         if missing:
             raise ConfigError(
@@ -138,6 +141,11 @@ class GenerateConfig:
             raise ConfigError(
                 f"the diversity reward (w_div > 0) needs at least 2 agents, got num_agents="
                 f"{self.num_agents} (or set w_div to 0)"
+            )
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(
+                f"warmup_steps {self.warmup_steps} >= steps {self.steps}: every step would be a "
+                "random action and no agent would learn (random data: udg collect-random)"
             )
         if self.task is not None and self.agent_tasks is not None:
             raise ConfigError(

@@ -169,15 +169,21 @@ def population_key(config: OfflineConfig) -> tuple:
 # --- preparing cells ---------------------------------------------------------------------------
 
 
-def open_cell(job: CellJob) -> dict | None:
-    """Claim the cell's folder; its stored result when it is finished already."""
+def stored_result(job: CellJob, claim: bool = False) -> dict | None:
+    """The cell's stored result when its folder holds it finished, else None; a folder that
+    holds something else is refused. Nothing is written, unless ``claim``: then the folder is
+    made and locked for this process (:func:`udg.experiments.runs.open_run`)."""
     config = job.config
     get_task(config.task)  # an unknown task fails before the folder is made
     parse_selection(config.select)
     sources = sorted(str(Path(p).resolve()) for p in job.data_paths)
-    manifest = runs.open_run(Path(job.out), "offline", _run_config(config, sources))
+    check = runs.open_run if claim else runs.check_run
+    manifest = check(Path(job.out), "offline", _run_config(config, sources))
     if manifest is not None and manifest.get("status") == "complete":
-        return manifest["result"]
+        result = manifest.get("result")
+        if not isinstance(result, dict):
+            raise UdgError(f"{job.out}/{runs.MANIFEST} is finished but holds no result")
+        return result
     return None
 
 
@@ -220,7 +226,6 @@ def prepare_cell(job: CellJob) -> PreparedCell:
         run_config=run_config,
     )
     _reward_fn([cell])  # a task no model can reward is refused before any fit
-    runs.write_manifest(Path(job.out), "offline", "running", run_config)
     return cell
 
 
@@ -595,8 +600,8 @@ def run_population(
     every cell use that saved model instead of fitting one.
     """
     results: dict[int, dict] = {}
-    for i, job in enumerate(jobs):
-        done = open_cell(job)
+    for i, job in enumerate(jobs):  # nothing is written until every cell has been checked
+        done = stored_result(job)
         if done is not None:
             results[i] = done
     todo = [i for i in range(len(jobs)) if i not in results]
@@ -613,16 +618,17 @@ def run_population(
             on_prepared(i, prepared[-1])
     model_dir = Path(model_dir) if model_dir is not None else Path(work)
     timings = dict.fromkeys(TIMED, 0.0)
-    models, infos, fitted = [], [], {}
-    for i, cell in zip(todo, prepared, strict=True):
-        if model_path is not None:
-            path = Path(model_path)
-            if not path.exists():
-                raise UdgError(f"no such dynamics model file: {model_path}")
-        elif len(jobs) == 1 and model_dir == Path(jobs[0].out):
-            path = model_dir / MODEL  # a lone run keeps its model in its folder
-        else:
-            path = model_dir / f"{model_id(cell)}.msgpack"
+    paths = [_model_file(cell, jobs, model_dir, model_path) for cell in prepared]
+    fitted = {}
+    for cell, path in zip(prepared, paths, strict=True):  # a given model is checked up front
+        if path.exists() and path not in fitted:
+            fitted[path] = fit_or_load_model(cell, path)
+    for i, cell in zip(todo, prepared, strict=True):  # checked: now the folders are claimed
+        if stored_result(jobs[i], claim=True) is not None:
+            raise UdgError(f"another udg process finished {jobs[i].out} meanwhile; rerun")
+        runs.write_manifest(cell.out, "offline", "running", cell.run_config)
+    models, infos = [], []
+    for i, cell, path in zip(todo, prepared, paths, strict=True):
         if path not in fitted:
             hook = (
                 None
@@ -644,6 +650,22 @@ def run_population(
     for c, i in enumerate(todo):
         results[i] = finish_cell(pop, c, wall)
     return [results[i] for i in range(len(jobs))]
+
+
+def _model_file(
+    cell: PreparedCell, jobs: Sequence[CellJob], model_dir: Path, model_path: Path | None
+) -> Path:
+    """Where the cell's dynamics model is read from or saved: ``model_path`` when given (it
+    must exist), a lone run's own folder, or the population's model folder by model id."""
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "no such file"
+            raise UdgError(f"--model {model_path}: {what}; give a saved dynamics model file")
+        return path
+    if len(jobs) == 1 and model_dir == Path(jobs[0].out):
+        return model_dir / MODEL  # a lone run keeps its model in its folder
+    return model_dir / f"{model_id(cell)}.msgpack"
 
 
 def model_fits(results: Sequence[dict]) -> int:

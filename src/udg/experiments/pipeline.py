@@ -28,14 +28,19 @@ import numpy as np
 
 from udg.data.collect import random_episodes
 from udg.data.dataset import Dataset
-from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
+from udg.data.minari_io import dataset_bytes, dataset_id_for, load_dataset, write_dataset
 from udg.data.relabel import relabel, select
 from udg.envs.registry import get_env_spec, observed_columns
 from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
 from udg.evaluation import coverage, theory
 from udg.evaluation.reference import normalised_score, reference_rows
-from udg.experiments.generate import plot_run_coverage, round_summary, run_generate
+from udg.experiments.generate import (
+    check_generate_memory,
+    plot_run_coverage,
+    round_summary,
+    run_generate,
+)
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
@@ -43,9 +48,14 @@ from udg.experiments.offline_config import mopo_preset
 from udg.experiments.runs import (
     MANIFEST,
     atomic_write_json,
+    check_run,
+    config_dict,
     git_revision,
+    hold_folder,
     machine_description,
     read_json,
+    release_folder,
+    write_manifest,
 )
 from udg.offline.mopo import MOPOConfig
 
@@ -222,8 +232,76 @@ def run_pipeline(
         raise unknown_name("executor", executor, EXECUTORS)
     if max_cells is not None and max_cells < 1:
         raise UdgError(f"--population-cells must be at least 1, got {max_cells}")
+    if address is not None and executor != "ray":
+        raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
     mopo = config.mopo or mopo_preset(spec.env, config.scale)
+    for gen in gens.values():  # every stage-1 run of every seed fits in memory
+        check_generate_memory(gen)
+        check_generate_memory(_experts_config(config, spec, gen, tasks))
     out = Path(out)
+    fields = _claim(out, config)
+    try:
+        summary = _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log,
+                               progress, max_cells)  # fmt: skip
+        write_manifest(out, PIPELINE_KIND, "complete", fields)
+        return summary
+    finally:
+        release_folder(out)
+
+
+PIPELINE_KIND = "experiment"
+"""The kind in a pipeline folder's manifest."""
+
+PIPELINE_FILES = ("results.json", "report.html", "report.md", "RUN.md", "figures", "offline")
+"""What a pipeline writes at the top of its folder, besides ``seed-<s>/`` folders and the
+manifest (a folder of only these, without a manifest, was made before udg wrote one)."""
+
+
+def _own_file(name: str) -> bool:
+    return (
+        name in PIPELINE_FILES
+        or name.startswith(".")
+        or (name.startswith("seed-") and name[5:].isdigit())
+    )
+
+
+def pipeline_fields(config: PipelineConfig) -> dict:
+    """What a pipeline folder's manifest records of its config: everything but the number of
+    seeds, which a rerun may change (each seed's runs are folders of their own)."""
+    fields = config_dict(config)
+    fields.pop("seeds")
+    return fields
+
+
+def check_pipeline_folder(out: Path, config: PipelineConfig) -> None:
+    """Refuse, writing nothing, an ``out`` that holds anything but this pipeline's own run: a
+    file, another kind of run (a generate run's datasets would be mixed with the pipeline's),
+    a pipeline of another config, or a folder of other files."""
+    out = Path(out)
+    legacy = (
+        out.is_dir()
+        and not (out / MANIFEST).exists()
+        and any(not p.name.startswith(".") for p in out.iterdir())
+        and all(_own_file(p.name) for p in out.iterdir())
+    )
+    if not legacy:
+        check_run(out, PIPELINE_KIND, pipeline_fields(config))
+
+
+def _claim(out: Path, config: PipelineConfig) -> dict:
+    """Check ``out`` (:func:`check_pipeline_folder`), then lock it for this process and mark
+    it as this pipeline's running run; the manifest's config."""
+    check_pipeline_folder(out, config)
+    fields = pipeline_fields(config)
+    hold_folder(out, "an experiment into")
+    if (out / MANIFEST).exists():
+        check_run(out, PIPELINE_KIND, fields)  # again, under the lock
+    write_manifest(out, PIPELINE_KIND, "running", fields)
+    return fields
+
+
+def _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log, progress,
+                 max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
     data = {
         seed: _make_data(config, spec, gen, seed, tasks, out / f"seed-{seed}", log, progress)
@@ -314,6 +392,38 @@ class SeedData:
     experts: dict[str, Path]
 
 
+def _experts_config(
+    config: PipelineConfig, spec: ExperimentSpec, gen: GenerateConfig, tasks: list[str]
+) -> GenerateConfig:
+    """The baselines' stage-1 config of a seed: one SAC agent per task, trained at once."""
+    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
+    return dataclasses.replace(
+        gen,
+        num_agents=len(expert_tasks),
+        agent_tasks=tuple(expert_tasks),
+        task=None,
+        w_task=1.0,
+        w_div=0.0,
+        steps=config.expert_steps or gen.steps,
+    ).validated()
+
+
+def pipeline_disk_bytes(config: PipelineConfig) -> int:
+    """A lower estimate of the disk a pipeline's datasets take: each seed's stage 1, its
+    baselines and its random data (MOPO's files are small beside them)."""
+    spec = get_experiment(config.experiment)
+    gens, tasks = _validated(config, spec)
+    total = 0
+    for gen in gens.values():
+        experts = _experts_config(config, spec, gen, tasks)
+        for run in (gen, experts):
+            steps = run.rounds * run.episode_length
+            total += run.num_agents * dataset_bytes(spec.env, steps, run.episode_length)
+        random_steps = gen.num_agents * gen.rounds * gen.episode_length
+        total += dataset_bytes(spec.env, random_steps, gen.episode_length)
+    return total
+
+
 def _make_data(
     config: PipelineConfig,
     spec: ExperimentSpec,
@@ -337,15 +447,7 @@ def _make_data(
         f"once, {expert_steps} steps each (supervised data: {spec.supervised_task}; "
         "the others are the experts)"
     )
-    experts_config = dataclasses.replace(
-        gen,
-        num_agents=len(expert_tasks),
-        agent_tasks=tuple(expert_tasks),
-        task=None,
-        w_task=1.0,
-        w_div=0.0,
-        steps=expert_steps,
-    )
+    experts_config = _experts_config(config, spec, gen, tasks)
     expert_paths = _generate_with_bar(
         experts_config,
         out / "experts",

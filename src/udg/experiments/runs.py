@@ -40,7 +40,7 @@ def config_dict(config) -> dict:
 def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise UdgError(f"cannot read {path}: {err}") from None
 
 
@@ -72,26 +72,32 @@ def with_defaults(config: dict, defaults: dict) -> dict:
     return merged
 
 
-def open_run(
+def check_run(
     out: Path,
     kind: str,
     config: dict,
     defaults: dict | None = None,
     may_grow: tuple[str, ...] = (),
 ) -> dict | None:
-    """Prepare ``out`` for a run; return the existing manifest when resuming the same run.
+    """Whether ``out`` can take a run of ``kind`` with ``config``, without writing anything:
+    the existing manifest when it holds the same run (to resume or read back), None when it is
+    new or empty, a :class:`UdgError` otherwise (a file, another kind of run, another config, a
+    folder of other files).
 
     ``defaults`` fills the fields a run's stored config lacks (fields added to udg after the
     run was made), so such a run resumes when the new field keeps its default. The fields in
     ``may_grow`` may be larger than stored (a run that can be extended, e.g. its steps).
     """
     out = Path(out)
+    if out.is_symlink():
+        raise UdgError(f"{out} is a symbolic link; give the folder it points to, or a new one")
     if out.exists() and not out.is_dir():
         raise UdgError(f"{out} is a file, not a folder; choose a new or empty folder")
-    hold_folder(out, f"a {kind} run into")  # until this process ends: one writer per run
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("config", {}), dict):
+            raise UdgError(f"{manifest_path} is not a udg manifest; choose another --out")
         if manifest.get("kind") != kind:
             raise UdgError(f"{out} holds a {manifest.get('kind')} run, not a {kind} run")
         stored = with_defaults(manifest.get("config", {}), defaults or {})
@@ -104,8 +110,22 @@ def open_run(
         return manifest
     if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         raise UdgError(f"{out} exists and is not a udg {kind} run; choose an empty or new --out")
-    out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def open_run(
+    out: Path,
+    kind: str,
+    config: dict,
+    defaults: dict | None = None,
+    may_grow: tuple[str, ...] = (),
+) -> dict | None:
+    """Claim ``out`` for a run (made, and locked until this process ends or releases it);
+    :func:`check_run`'s answer, asked again once the lock is held (another process may have
+    started a run there in between)."""
+    check_run(out, kind, config, defaults, may_grow)  # before the folder is made
+    hold_folder(Path(out), f"a {kind} run into")  # until this process ends: one writer per run
+    return check_run(out, kind, config, defaults, may_grow)
 
 
 def machine_description() -> dict:
