@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -40,11 +43,26 @@ def test_the_lock_pins_every_dependency_within_its_range():
         )
 
 
-def test_importing_udg_registers_its_gymnasium_ids():
-    import subprocess
-    import sys
-
-    code = "import gymnasium as gym, udg; print(gym.make('udg/Point-v0').spec.id)"
+def test_importing_udg_alone_registers_its_gymnasium_ids_and_stays_light():
+    # Gymnasium 1.x loads no plugin entry points, so `import udg` is what registers the ids
+    # (and Minari's recover_environment relies on it). The heavy stacks (JAX, MuJoCo, Ray,
+    # Minari, matplotlib) load only when a command needs them.
+    code = (
+        "import sys, gymnasium as gym, udg\n"
+        "heavy = sorted({'jax', 'mujoco', 'ray', 'minari', 'matplotlib'} & set(sys.modules))\n"
+        "env = gym.make('udg/Point-v0', render_mode='rgb_array')\n"
+        "env.reset(seed=0)\n"
+        "frame = env.render()\n"
+        "print(sorted(i for i in gym.registry if i.startswith('udg/')))\n"
+        "print(frame.shape[2], frame.dtype, heavy)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "udg/Point-v0"
+    ids, frame = done.stdout.strip().splitlines()
+    assert ids == str(["udg/Ant-v5", "udg/HalfCheetah-v5", "udg/Point-v0", "udg/Rooms-v0"])
+    assert frame == "3 uint8 []"
+
+
+def test_python_range_covers_311_to_313():
+    spec = SpecifierSet(PROJECT["requires-python"])
+    assert all(v in spec for v in ("3.11", "3.12", "3.13")), spec

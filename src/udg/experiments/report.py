@@ -234,6 +234,25 @@ def timing_line(summary: dict) -> str:
     return line
 
 
+def machine_line(machine: dict) -> str:
+    """Where the timings were taken: CPUs, JAX's backend (a wall time means little without it),
+    Python and JAX versions, platform. Older runs recorded fewer fields; those are left out."""
+    parts = [f"{machine['cpus']} CPUs"]
+    if "jax_backend" in machine:  # recorded with JAX's version
+        parts.append(f"JAX {machine['jax']} on {machine['jax_backend']}")
+    if "python" in machine:
+        parts.append(f"Python {machine['python']}")
+    return ", ".join(parts + [machine["platform"]])
+
+
+def provenance_line(summary: dict) -> str:
+    """The revision, the timings and the machine that took them, one paragraph of the report."""
+    return (
+        f"git revision {summary['git_revision']}, {timing_line(summary)}, "
+        f"machine: {machine_line(summary['machine'])}."
+    )
+
+
 def data_line(summary: dict) -> str:
     """How the UDG data was generated (agents, steps, the reward they were trained on) and the
     baselines' budget."""
@@ -407,11 +426,7 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
             "one seed's evaluation episodes is in results.json.",
         ),
         ("p", data_line(summary) + "."),
-        (
-            "p",
-            f"git revision {summary['git_revision']}, {timing_line(summary)}, machine: "
-            f"{summary['machine']['cpus']} CPUs, {summary['machine']['platform']}.",
-        ),
+        ("p", provenance_line(summary)),
         ("h2", "Offline return (MOPO, last evaluation; mean ± std over seeds)"),
         ("table", head, headline_rows(summary, mark_best=True)),
         ("h2", "Normalised score (D4RL: 0 = random actions, 100 = the expert; over seeds)"),
