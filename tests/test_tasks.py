@@ -119,3 +119,12 @@ def test_missing_column_is_named():
                 "healthy": np.ones(2),
             }
         )
+
+
+def test_task_parameters_may_be_written_in_scientific_notation():
+    assert get_task("point-angle-6e1").name == "point-angle-60"
+    assert get_task("cheetah-cz-1.5E1").name == get_task("cheetah-cz-15").name
+    with pytest.raises(UdgError, match="too large to be a finite number"):
+        get_task("point-angle-" + "9" * 400)
+    with pytest.raises(UdgError, match="such as 60, -1.5 or 1e5"):
+        get_task("point-angle-six")

@@ -26,9 +26,12 @@ from udg.data.dataset import Dataset, Episode, check_finite, dataset_from_episod
 from udg.envs.registry import env_name_for_gym_id, get_env_spec, make_env
 from udg.errors import UdgError
 from udg.files import locked_folder
+from udg.limits import size_text
 from udg.provenance import Authorship, default_authorship, requirements
 
 METADATA_FILE = "metadata.json"
+DATA_FILE = "main_data.hdf5"
+"""Minari's HDF5 file of a dataset's episodes, beside its metadata in ``data/``."""
 
 
 @contextlib.contextmanager
@@ -110,6 +113,7 @@ def write_dataset(
     }
     if ref_scores is not None:
         create["ref_min_score"], create["ref_max_score"] = map(float, ref_scores)
+    _check_room(root, episodes, target)
     with locked_folder(root, "datasets into"):  # one writer per root: check, write, move
         return _write_locked(
             buffers_from(episodes),
@@ -121,6 +125,35 @@ def write_dataset(
             create=create,
             udg_metadata=dict(udg_metadata or {}, env=env),
             extra_files=extra_files or {},
+        )
+
+
+def episodes_disk_bytes(episodes: Sequence[Episode]) -> int:
+    """An upper estimate of the disk ``episodes`` take as a Minari dataset: their arrays (HDF5
+    stores them as they are), each episode's group and 10 % besides, and the metadata files."""
+    arrays = sum(
+        e.observations.nbytes
+        + e.actions.nbytes
+        + e.rewards.nbytes
+        + e.terminations.nbytes
+        + e.truncations.nbytes
+        + sum(np.asarray(v).nbytes for v in e.infos.values())
+        for e in episodes
+    )
+    return int(1.1 * (arrays + len(episodes) * EPISODE_BYTES)) + 2**20
+
+
+def _check_room(root: Path, episodes: Sequence[Episode], target: Path) -> None:
+    """Refuse a write the disk cannot hold, before it starts: HDF5 met with a full disk
+    halfway through a file floods stderr and may crash the process (h5py cannot recover)."""
+    ancestor = root
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    need, free = episodes_disk_bytes(episodes), shutil.disk_usage(ancestor).free
+    if free < need:
+        raise UdgError(
+            f"dataset {target} needs about {size_text(need)} of disk and {ancestor} has "
+            f"{size_text(free)} free; free space or choose another --out, then rerun"
         )
 
 
@@ -359,8 +392,33 @@ def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
     return dataset
 
 
-def find_datasets(paths: Iterable[str | Path]) -> list[Path]:
-    """Every Minari dataset folder at or below ``paths`` (a dataset, a root or a run folder)."""
+def dataset_health(path: Path) -> str | None:
+    """Why the dataset at ``path`` cannot be read, or None when its metadata reads and its
+    HDF5 file opens with as many episodes as the metadata says (a cheap check: the episodes'
+    arrays are not read)."""
+    import h5py
+
+    try:
+        metadata = read_metadata(path)
+        dataset_env(metadata, path)
+        with h5py.File(_data_dir(path) / DATA_FILE, "r") as f:
+            episodes = len(f.keys())
+    except UdgError as err:
+        return str(err)
+    except Exception as err:  # h5py raises many types on damaged files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"truncated or corrupt {DATA_FILE} ({reason})"
+    if episodes != metadata.get("total_episodes"):
+        return (
+            f"{DATA_FILE} holds {episodes} episodes, metadata says {metadata.get('total_episodes')}"
+        )
+    return None
+
+
+def find_datasets(paths: Iterable[str | Path], incomplete: bool = False) -> list[Path]:
+    """Every Minari dataset folder at or below ``paths`` (a dataset, a root or a run folder).
+    A dataset folder missing one of its two files is refused, or, with ``incomplete``, found
+    like the others (for a listing that names it damaged)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -372,11 +430,20 @@ def find_datasets(paths: Iterable[str | Path]) -> list[Path]:
         if path.name == "data" and (path / METADATA_FILE).is_file():
             found.append(path.parent)
             continue
-        below = sorted(
-            p.parent.parent
-            for p in path.rglob(METADATA_FILE)
+        data_dirs = {  # a data folder with either file: a dataset, whole or damaged
+            p.parent
+            for name in (METADATA_FILE, DATA_FILE)
+            for p in path.rglob(name)
             if p.parent.name == "data" and not any(part.startswith(".tmp-") for part in p.parts)
-        )
+        }
+        for data_dir in sorted(data_dirs):  # never skipped: `--select all` would drop it
+            for name in (METADATA_FILE, DATA_FILE):
+                if not incomplete and not (data_dir / name).is_file():
+                    raise UdgError(
+                        f"dataset {data_dir.parent} is incomplete: no data/{name}; restore or "
+                        "remove it"
+                    )
+        below = sorted(d.parent for d in data_dirs)
         if not below:
             raise UdgError(f"no Minari datasets found at or below {path}")
         found.extend(below)

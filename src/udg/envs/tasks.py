@@ -244,7 +244,9 @@ def cheetah_run() -> TaskSpec:
     )
 
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
+_NUMBER = r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+NUMBER_FORMAT = "a number such as 60, -1.5 or 1e5"
+"""How a task name's parameters are written (said when a name does not parse)."""
 
 TASK_FAMILIES: dict[str, tuple[re.Pattern, Callable[..., TaskSpec]]] = {
     "point-angle-<deg>": (re.compile(rf"point-angle-{_NUMBER}"), point_angle),
@@ -279,8 +281,14 @@ def get_task(name: str) -> TaskSpec:
     for pattern, make in TASK_FAMILIES.values():
         match = pattern.fullmatch(name)
         if match:
-            return make(*(float(g) for g in match.groups()))
-    raise UdgError(f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}")
+            values = [float(g) for g in match.groups()]
+            if not all(math.isfinite(v) for v in values):
+                raise UdgError(f"task {name[:60]}...: a parameter too large to be a finite number")
+            return make(*values)
+    raise UdgError(
+        f"unknown task {name!r}; known: {', '.join(list(TASKS) + list(TASK_FAMILIES))}, each "
+        f"<...> {NUMBER_FORMAT}"
+    )
 
 
 def example_tasks() -> list[TaskSpec]:
