@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -32,7 +31,6 @@ use_cpu_cores(2)
 os.environ["UDG_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="udg-test-xla-")
 atexit.register(shutil.rmtree, os.environ["UDG_COMPILATION_CACHE"], ignore_errors=True)
 use_compilation_cache(min_compile_seconds=0)
-warnings.filterwarnings("ignore", message=".*settotalmass.*")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from udg.data.minari_io import (
     write_dataset,
 )
 from udg.data.relabel import parse_selection, rank, relabel, score, select
-from udg.envs import get_task
+from udg.envs import get_task, make_env
 from udg.errors import UdgError
 
 
@@ -181,9 +181,40 @@ def test_foreign_minari_dataset_of_known_env_loads(tmp_path):
     )
     data = load_dataset(path)
     assert data.env == "halfcheetah" and data.num_transitions == 30
-    # It lacks UDG's columns: relabelling names the missing one.
-    with pytest.raises(UdgError, match="needs column.*x_velocity"):
-        relabel(data, get_task("cheetah-run"))
+    # It stores no udg columns: those its observations (and its rewards) determine are derived.
+    np.testing.assert_allclose(
+        data.columns()["z_position"], data.next_observations[:, 0], rtol=1e-6
+    )
+    assert "x_position" not in data.columns()  # the observation leaves it out
+
+
+def test_a_plain_halfcheetah_dataset_relabels_for_cheetah_run_from_its_rewards(tmp_path):
+    """A dataset of Gymnasium's own HalfCheetah-v5 stores no udg columns; its rewards are the
+    env's (v_x - 0.1 |a|^2), so x_velocity follows, and relabelling for cheetah-run gives the
+    stored rewards back."""
+    env = make_env("halfcheetah", max_episode_steps=30)  # HalfCheetah-v5; its infos dropped
+    rng = np.random.default_rng(0)
+    episodes = []
+    for seed in range(2):
+        obs, _ = env.reset(seed=seed)
+        ep = {"observations": [obs], "actions": [], "rewards": [], "terminations": [],
+              "truncations": []}  # fmt: skip
+        done = False
+        while not done:
+            action = rng.uniform(-1, 1, 6).astype(np.float32)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            for key, value in zip(
+                ("observations", "actions", "rewards", "terminations", "truncations"),
+                (obs, action, reward, terminated, truncated),
+                strict=True,
+            ):
+                ep[key].append(value)
+            done = terminated or truncated
+        episodes.append({k: np.asarray(v) for k, v in ep.items()})
+    path = _write_with_minari(tmp_path, "plain/cheetah-v0", "HalfCheetah-v5", episodes)
+    data = load_dataset(path)
+    stored = np.concatenate([e["rewards"] for e in episodes])
+    np.testing.assert_allclose(relabel(data, get_task("cheetah-run")).rewards, stored, rtol=1e-6)
 
 
 def test_observation_shape_mismatch_is_refused(tmp_path):

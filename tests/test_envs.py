@@ -145,3 +145,17 @@ def test_every_env_renders_rgb_frames(name):
         plain = gym.make(ENVS[name].gym_id)
         plain.reset(seed=0)
         assert plain.render() is None  # no render mode: no frame
+
+
+def test_making_a_mujoco_env_prints_nothing_and_leaves_no_log_file(tmp_path):
+    """MuJoCo warns about Gymnasium's HalfCheetah model file (a deprecated attribute); left to
+    MuJoCo, the warning went to stderr and into MUJOCO_LOG.TXT in the user's current folder."""
+    import subprocess
+    import sys
+
+    code = "from udg.envs import make_env; make_env('halfcheetah').reset(seed=0)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stderr == ""
+    assert list(tmp_path.iterdir()) == []

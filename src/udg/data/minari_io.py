@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +360,7 @@ def load_episodes(
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UdgError(f"cannot read dataset {path}: truncated or corrupt ({reason})") from None
     obs_shape, act_shape = env_shapes(env)
+    derive = _column_deriver(env, metadata)
     episodes = []
     for ep in raw:
         obs, act = np.asarray(ep["observations"]), np.asarray(ep["actions"])
@@ -375,10 +376,34 @@ def load_episodes(
                 rewards=np.asarray(ep["rewards"]),
                 terminations=np.asarray(ep["terminations"]),
                 truncations=np.asarray(ep["truncations"]),
-                infos=_flat_infos(ep.get("infos"), len(obs)),
+                infos=derive(
+                    obs, act, np.asarray(ep["rewards"]), _flat_infos(ep.get("infos"), len(obs))
+                ),
             )
         )
     return env, metadata, episodes
+
+
+def _column_deriver(env: str, metadata: Mapping) -> Callable:
+    """``derive(observations, actions, rewards, infos) -> infos`` completing the udg columns a
+    dataset lacks where its data determines them: an observed column from the observations
+    (any dataset), and, for a plain Gymnasium env's dataset (a foreign id, whose rewards are
+    the env's own), the columns its rewards determine. A column the data holds is kept."""
+    spec = get_env_spec(env)
+    env_spec = metadata.get("env_spec")
+    env_spec = json.loads(env_spec) if isinstance(env_spec, str) else env_spec or {}
+    from_rewards = spec.columns_from_rewards if env_spec.get("id") in spec.foreign_gym_ids else None
+    kwargs = env_spec.get("kwargs") or {}
+
+    def derive(obs, actions, rewards, infos: dict) -> dict:
+        if all(c in infos for c in spec.info_columns):
+            return infos
+        derived = {name: obs[:, i].astype(np.float64) for name, i in spec.observed_columns}
+        if from_rewards is not None:
+            derived.update(from_rewards(actions, rewards, kwargs))
+        return {**derived, **infos}
+
+    return derive
 
 
 def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:

@@ -9,8 +9,32 @@ position and velocity and the reward terms that are not functions of the observa
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
+
+KNOWN_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+"""MuJoCo's warnings about Gymnasium's own model files, not udg's to mend: dropped."""
+
+
+class MuJoCoWarning(UserWarning):
+    """A warning of the MuJoCo library."""
+
+
+def _mujoco_warning(message: str) -> None:
+    if not any(known in message for known in KNOWN_MUJOCO_WARNINGS):
+        warnings.warn(f"MuJoCo: {message}", MuJoCoWarning, stacklevel=2)
+
+
+def _route_mujoco_warnings() -> None:
+    """MuJoCo's warnings as Python warnings: left to MuJoCo, each is printed to stderr and
+    appended to MUJOCO_LOG.TXT in the current folder, a file no udg command should leave.
+    Called by the entry points, so that ``import udg`` does not load MuJoCo."""
+    import mujoco
+
+    mujoco.set_mju_user_warning(_mujoco_warning)
+
 
 ANT_INFO_COLUMNS = (
     "x_position",
@@ -72,6 +96,7 @@ def make_ant(**kwargs) -> gym.Env:
     """Entry point of ``udg/Ant-v5``: Gymnasium's Ant-v5 (no time limit) with UDG's columns."""
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
+    _route_mujoco_warnings()
     return AntColumns(AntEnv(**kwargs))
 
 
@@ -79,7 +104,25 @@ def make_halfcheetah(**kwargs) -> gym.Env:
     """Entry point of ``udg/HalfCheetah-v5``: HalfCheetah-v5 with UDG's columns."""
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
+    _route_mujoco_warnings()
     return HalfCheetahColumns(HalfCheetahEnv(**kwargs))
+
+
+def halfcheetah_columns_from_rewards(
+    actions: np.ndarray, rewards: np.ndarray, env_kwargs: dict
+) -> dict[str, np.ndarray]:
+    """The ``x_velocity`` column of an episode of plain HalfCheetah-v5, which stores no udg
+    columns, from its rewards: Gymnasium's reward is ``w_f v_x - w_c |a|^2`` with the env's
+    ``forward_reward_weight`` and ``ctrl_cost_weight`` (1 and 0.1 unless the dataset's env
+    spec says otherwise), so ``v_x`` follows exactly. ``[T+1]``, 0 at the reset as udg records
+    it."""
+    forward = float(env_kwargs.get("forward_reward_weight", 1.0))
+    ctrl = float(env_kwargs.get("ctrl_cost_weight", 0.1))
+    if forward == 0.0:
+        return {}
+    ctrl_cost = ctrl * np.sum(np.square(np.asarray(actions, dtype=np.float64)), axis=-1)
+    x_velocity = (np.asarray(rewards, dtype=np.float64) + ctrl_cost) / forward  # [T]
+    return {"x_velocity": np.concatenate([[0.0], x_velocity])}
 
 
 def ant_terminated(next_observations, xp=np):

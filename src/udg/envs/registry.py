@@ -18,6 +18,7 @@ from udg.envs.mujoco import (
     ANT_INFO_COLUMNS,
     HALFCHEETAH_INFO_COLUMNS,
     ant_terminated,
+    halfcheetah_columns_from_rewards,
     never_terminated,
 )
 from udg.envs.point import POINT_INFO_COLUMNS
@@ -50,6 +51,10 @@ class EnvSpec:
     default; None: all of them."""
     foreign_gym_ids: tuple[str, ...] = ()
     """Ids of datasets written by others that hold this environment (e.g. plain ``Ant-v5``)."""
+    columns_from_rewards: Callable | None = None
+    """For a dataset of a foreign id, which stores none of udg's columns: the columns its
+    rewards determine, ``(actions [T], rewards [T], env_kwargs) -> {column: [T+1]}`` (the
+    observed columns come from the observations)."""
     description: str = ""
     """One line for ``udg tasks``."""
 
@@ -101,6 +106,7 @@ ENVS: dict[str, EnvSpec] = {
         terminated=never_terminated,
         observed_columns=(("z_position", 0), ("pitch", 1)),  # qpos[1:3]; the obs leaves out x
         foreign_gym_ids=("HalfCheetah-v5",),
+        columns_from_rewards=halfcheetah_columns_from_rewards,
         description="Gymnasium HalfCheetah-v5 (obs 17, act 6); no termination",
     ),
 }
