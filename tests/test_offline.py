@@ -13,6 +13,7 @@ from tiny_configs import TINY_DYNAMICS, TINY_MOPO, tensorboard_scalars
 
 from udg.agents import sac
 from udg.cli.main import main
+from udg.data.collect import random_episodes
 from udg.data.dataset import dataset_from_episodes
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
 from udg.envs import get_task
@@ -367,14 +368,17 @@ def test_env_without_termination_rule_is_refused(tmp_path, point_root, monkeypat
         )
 
 
-def test_task_needing_missing_columns_is_refused(tmp_path, point_episodes):
+def test_task_needing_missing_columns_is_refused(tmp_path):
+    # HalfCheetah's observation leaves out x_velocity (point's holds every column, so a point
+    # dataset's missing columns are derived from it).
+    episodes = random_episodes("halfcheetah", 40, seed=0, max_episode_steps=20)
     stripped = [
-        dataclasses.replace(e, infos={"x_position": e.infos["x_position"]}) for e in point_episodes
+        dataclasses.replace(e, infos={"x_position": e.infos["x_position"]}) for e in episodes
     ]
-    write_dataset(stripped, tmp_path / "ds", dataset_id_for("point", "bare"), "point")
+    write_dataset(stripped, tmp_path / "ds", dataset_id_for("halfcheetah", "bare"), "halfcheetah")
     with pytest.raises(UdgError, match="needs column.*x_velocity"):
         run_offline(
-            OfflineConfig(task="point-angle-0", mopo=TINY_MOPO), [tmp_path / "ds"], tmp_path / "run"
+            OfflineConfig(task="cheetah-run", mopo=TINY_MOPO), [tmp_path / "ds"], tmp_path / "run"
         )
 
 

@@ -119,32 +119,38 @@ def collect_random(
 
 
 def list_datasets(paths: Sequence[Path], as_json: bool = False) -> None:
-    from udg.data.minari_io import dataset_env, find_datasets, read_metadata
+    """List every dataset with its health; any damaged one is named, and the exit is 2 (a
+    listing never passes over a dataset, nor shows a damaged one as whole)."""
+    from udg.data.minari_io import dataset_env, dataset_health, find_datasets, read_metadata
 
     rows = []
-    for path in find_datasets(paths):
-        meta = read_metadata(path)
+    for path in find_datasets(paths, incomplete=True):
+        problem = dataset_health(path)
+        meta = {} if problem else read_metadata(path)
         rows.append(
             {
-                "id": meta.get("dataset_id"),
-                "env": dataset_env(meta, path),
+                "id": meta.get("dataset_id", path.name),
+                "env": None if problem else dataset_env(meta, path),
                 "episodes": meta.get("total_episodes"),
                 "transitions": meta.get("total_steps"),
                 "algorithm": meta.get("algorithm_name"),
+                "status": f"damaged: {problem}" if problem else "ok",
                 "path": str(path),
             }
         )
+    columns = ("id", "env", "episodes", "transitions", "algorithm", "status", "path")
     if as_json:
         _print_json(rows)
-        return
-    table = Table()
-    for col in ("id", "env", "episodes", "transitions", "algorithm", "path"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(
-            *(str(row[c]) for c in ("id", "env", "episodes", "transitions", "algorithm", "path"))
-        )
-    stdout.print(table)
+    else:
+        table = Table()
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+        stdout.print(table)
+    damaged = [r["path"] for r in rows if r["status"] != "ok"]
+    if damaged:
+        raise UdgError(f"{len(damaged)} of {len(rows)} datasets are damaged: {', '.join(damaged)}")
 
 
 def show_dataset(path: Path, as_json: bool = False) -> None:

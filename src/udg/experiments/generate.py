@@ -41,6 +41,7 @@ from udg.experiments.runs import (
     config_dict,
     git_revision,
     load_npz,
+    load_run,
     load_state,
     open_run,
     read_json,
@@ -502,10 +503,11 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
     if last is not None and last < 1:
         raise UdgError(f"--last must be at least 1, got {last}")
     run = Path(run)
-    manifest = read_json(run / MANIFEST)
-    if manifest.get("kind") != "generate" or manifest.get("status") != "complete":
+    folder = load_run(run)  # the one manifest reader: a malformed manifest is one line
+    if folder.kind != "generate" or folder.status != "complete":
         raise UdgError(f"{run} is not a finished generate run")
-    config = manifest["config"]
+    config = folder.config
+    manifest = read_json(run / MANIFEST)
     features = config.get("features") or list(get_env_spec(config["env"]).feature_columns)
     if len(features) < 2:
         raise UdgError("the coverage figure needs at least two feature columns")
