@@ -219,12 +219,14 @@ def test_help_choices_are_the_registries():
     from udg.experiments.grid import EXECUTORS
     from udg.experiments.pipeline import DEMO_ENVS, EXPERIMENTS
     from udg.experiments.presets import SCALES
+    from udg.offline import ALGOS
 
     def metavar(alias) -> str:
         return next(m.metavar for m in alias.__metadata__ if getattr(m, "metavar", None))
 
     assert metavar(cli.SCALE) == "{" + ",".join(SCALES) + "}"
     assert metavar(cli.EXECUTOR) == "{" + ",".join(EXECUTORS) + "}"
+    assert metavar(cli.ALGO) == "{" + ",".join(ALGOS) + "}"
     hints = typing.get_type_hints(cli.Demo, include_extras=True)
     assert metavar(hints["env"]) == "{" + ",".join(DEMO_ENVS) + "}"
     hints = typing.get_type_hints(cli.Experiment, include_extras=True)

@@ -140,6 +140,65 @@ def test_pipeline_writes_complete_reports(demo_run):
     assert experts["config"]["steps"] == 300 and steps == 500
 
 
+def test_the_report_names_the_learner_in_every_table(demo_run):
+    from udg.experiments.report import blocks
+
+    _, _, summary, _ = demo_run
+    assert summary["algo"] == "mopo"
+    for algo, label in (("mopo", "MOPO"), ("iql", "IQL"), ("td3bc", "TD3+BC")):
+        doc = blocks({**summary, "algo": algo}, [])
+        heading, tables = "", 0
+        for block in doc:
+            if block[0] == "h2":
+                heading = block[1]
+            elif block[0] == "table":
+                tables += 1
+                named = heading if "paper's numbers" not in heading else "MOPO"
+                assert label in named or label in " ".join(block[1]), (algo, heading)
+        assert tables == 6
+    old = {k: v for k, v in summary.items() if k != "algo"}  # a run made before --algo
+    assert "Offline return (MOPO," in " ".join(b[1] for b in blocks(old, []) if b[0] == "h2")
+
+
+def test_a_model_free_pipeline_runs_every_cell_with_its_learner(tmp_path):
+    from tiny_configs import TINY
+
+    from udg.offline.iql import IQLConfig
+    from udg.offline.learners import ModelFreeConfig
+
+    learner = ModelFreeConfig(
+        learner=IQLConfig(hidden_dims=(16, 16), batch_size=32),
+        epochs=2,
+        steps_per_epoch=20,
+        eval_every=1,
+        eval_episodes=2,
+    )
+    config = PipelineConfig(
+        experiment="demo",
+        generate=dataclasses.replace(TINY, env="rooms", num_agents=2),
+        algo="iql",
+        learner=learner,
+        tasks=TASKS[:1],
+        expert_steps=200,
+        seeds=1,
+    )
+    bars = RecordingBars()
+    summary = run_pipeline(config, tmp_path / "iql", log=lambda m: None, progress=bars)
+    assert summary["algo"] == "iql" and len(summary["cells"]) == 5
+    assert bars.bars["stage 2 IQL"]["total"] == 5 * learner.epochs
+    for name in summary["cells"]:
+        result = json.loads((tmp_path / "iql" / "offline" / name / "result.json").read_text())
+        assert result["algo"] == "iql" and result["model"] is None
+        assert result["population"]["cells"] == 5  # one population, no dynamics model
+    assert not (tmp_path / "iql" / "offline" / "models").exists()
+    report = (tmp_path / "iql" / "report.md").read_text()
+    assert "## Offline return (IQL, last evaluation" in report and "MOPO return" not in report
+    assert list(summary["stage_seconds"]) == ["stage 1", "baselines", "IQL cells"]
+    # Another learner into the same folder is another config: refused, nothing changed.
+    with pytest.raises(UdgError, match="different config .*algo"):
+        run_pipeline(dataclasses.replace(config, algo="mopo", learner=None), tmp_path / "iql")
+
+
 def test_reference_rows_and_normalised_scores_agree(demo_run):
     _, _, summary, _ = demo_run
     for task in TASKS:
@@ -362,6 +421,8 @@ def test_unknown_experiment_and_executor(tmp_path):
         (["demo", "--env", "maze"], "unknown demo env 'maze'; known: point, rooms"),
         (["demo", "--seeds", "0"], "--seeds must be at least 1, got 0"),
         (["experiment", "demo-point"], "use `udg demo` for the demo"),
+        (["demo", "--algo", "bogus"], "unknown algo 'bogus'; known: iql, mopo, td3bc."),
+        (["experiment", "cheetah", "--algo", "cql"], "unknown algo 'cql'"),
     ],
 )
 def test_demo_refusals_are_one_line_before_any_folder(tmp_path, capsys, argv, message):

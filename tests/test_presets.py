@@ -94,6 +94,32 @@ def test_each_preset_value_is_written_once():
     assert set(repeated) == COINCIDENCES
 
 
+def test_model_free_budgets_follow_their_principle():
+    # Below paper: as many updates as the row's MOPO makes with SAC, at the same epochs and
+    # evaluations, with SAC's widths and batch; at paper: both papers' 1M updates, 2x256.
+    for (env, scale), preset in presets.PRESETS.items():
+        for algo in ("td3bc", "iql"):
+            learner = preset.learner(algo)
+            assert learner.algo == algo and learner.reward_scale == "none"
+            assert learner.observation_dims == preset.mopo.observation_dims
+            if scale == "paper":
+                assert learner.updates == 1_000_000 and learner.eval_every * 1000 == 5000
+                assert learner.learner.hidden_dims == (256, 256)
+                assert learner.learner.batch_size == 256 and learner.eval_episodes == 10
+            else:
+                mopo = preset.mopo
+                assert learner.updates == mopo.epochs * mopo.steps_per_epoch, (env, scale)
+                assert (learner.epochs, learner.eval_every) == (mopo.epochs, mopo.eval_every)
+                assert learner.eval_episodes == mopo.eval_episodes
+                assert learner.learner.hidden_dims == mopo.sac.hidden_dims
+                assert learner.learner.batch_size == mopo.sac.batch_size
+            if algo == "iql":  # the actor's cosine schedule spans the run
+                assert learner.learner.num_updates == learner.updates
+    assert presets.learner_preset("point", "demo", "mopo") is presets.mopo_preset("point", "demo")
+    with pytest.raises(UdgError, match="unknown algo 'cql'; known: iql, mopo, td3bc"):
+        presets.learner_preset("point", "demo", "cql")
+
+
 def test_unknown_names_are_refused_in_one_line(monkeypatch):
     with pytest.raises(UdgError, match="unknown env 'hopper'; known: ant, halfcheetah"):
         presets.generate_preset("hopper", "demo")
@@ -115,6 +141,8 @@ def test_the_scale_table_has_a_row_per_preset():
     assert rows[0].startswith("| `demo` | point | K=6, 8k steps per agent")
     ant_small = next(r for r in rows if r.startswith("| `small` | ant |"))
     assert "ant-outward mixed in" in ant_small and "at most 20 epochs of 100" in ant_small
+    assert "TD3+BC (alpha=2.5) and IQL (expectile 0.7, beta=3): 8k updates" in ant_small
+    assert "1M updates (1000 epochs x 1000)" in rows[-1]
     help_text = presets.scale_help()
     assert "\n" not in help_text
     assert all(f"{scale} ({presets.SCALE_PURPOSE[scale]})" in help_text for scale in presets.SCALES)

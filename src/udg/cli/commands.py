@@ -431,18 +431,38 @@ def print_ranking(ranking, task) -> None:
     stdout.print(table)
 
 
-def offline(args) -> None:
-    """``udg offline``: preset, overrides, progress bars, the result."""
-    import dataclasses
+MOPO_FLAGS = (
+    "rollout_length",
+    "penalty_coef",
+    "penalty",
+    "reward",
+    "model",
+    "model_epochs",
+    "model_batches",
+)
+"""``udg offline``'s flags that only MOPO reads (its model and rollouts)."""
 
-    from udg.cli.progress import progress_bar
-    from udg.data.minari_io import load_datasets
-    from udg.envs import get_task
-    from udg.experiments.offline import OfflineConfig, run_offline
-    from udg.experiments.offline_config import mopo_preset
-    from udg.limits import check_episodes
 
-    dynamics = {}  # checked before the data is read
+def check_algo(algo: str, args) -> None:
+    """Refuse an unknown learner, and MOPO's flags given with a model-free one."""
+    from udg.cli.preflight import flag
+    from udg.errors import unknown_name
+    from udg.offline import ALGO_LABELS, ALGOS
+
+    if algo not in ALGOS:
+        raise unknown_name("algo", algo, ALGOS)
+    given = [flag(name) for name in MOPO_FLAGS if getattr(args, name, None) is not None]
+    if algo != "mopo" and given:
+        verb = "is" if len(given) == 1 else "are"
+        raise UdgError(
+            f"{', '.join(given)} {verb} MOPO's; --algo {algo} ({ALGO_LABELS[algo]}) fits no "
+            "dynamics model and makes no rollouts"
+        )
+
+
+def _model_budget(args) -> dict:
+    """The dynamics model's budget that ``udg offline``'s flags change, checked."""
+    dynamics = {}
     if args.model_epochs is not None:
         if args.model_epochs < 1:
             raise UdgError(f"--model-epochs must be >= 1, got {args.model_epochs}")
@@ -453,12 +473,59 @@ def offline(args) -> None:
                 f"--model-batches must be >= 0 (0: full passes), got {args.model_batches}"
             )
         dynamics["max_batches_per_epoch"] = args.model_batches or None
+    return dynamics
+
+
+def _mopo_settings(args, preset):
+    """MOPO's config of ``udg offline``'s flags: the preset, then each flag given."""
+    import dataclasses
+
+    overrides = {
+        "epochs": args.epochs,
+        "rollout_length": args.rollout_length,
+        "penalty_coef": args.penalty_coef,
+        "penalty": args.penalty,
+        "reward": args.reward,
+        "eval_episodes": args.eval_episodes,
+        "observation_dims": args.observation_dims,
+    }
+    mopo = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+    budget = _model_budget(args)
+    return dataclasses.replace(mopo, dynamics=dataclasses.replace(mopo.dynamics, **budget))
+
+
+def _model_free_settings(args, preset):
+    """A model-free learner's config of ``udg offline``'s flags: the preset, then each flag
+    given."""
+    import dataclasses
+
+    overrides = {
+        "epochs": args.epochs,
+        "eval_episodes": args.eval_episodes,
+        "observation_dims": args.observation_dims,
+    }
+    return dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def offline(args) -> None:
+    """``udg offline``: preset, overrides, progress bars, the result."""
+    from udg.cli.progress import progress_bar
+    from udg.data.minari_io import load_datasets
+    from udg.envs import get_task
+    from udg.experiments.offline import OfflineConfig, run_offline
+    from udg.experiments.presets import learner_preset
+    from udg.limits import check_episodes
+    from udg.offline import ALGO_LABELS
+
+    check_algo(args.algo, args)  # before the data is read
+    mopo_run = args.algo == "mopo"
+    _model_budget(args)  # checked before the data is read
     task = get_task(args.task)
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise UdgError(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
     if args.eval_episode_length is not None and args.eval_episode_length < 1:
         raise UdgError(f"--eval-episode-length must be at least 1, got {args.eval_episode_length}")
-    preset = mopo_preset(task.env, args.scale)
+    preset = learner_preset(task.env, args.scale, args.algo)
     check_episodes(
         task.env,
         args.eval_episodes or preset.eval_episodes,
@@ -471,18 +538,8 @@ def offline(args) -> None:
         raise UdgError(
             f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
         )
-    overrides = {
-        "epochs": args.epochs,
-        "rollout_length": args.rollout_length,
-        "penalty_coef": args.penalty_coef,
-        "penalty": args.penalty,
-        "reward": args.reward,
-        "eval_episodes": args.eval_episodes,
-        "observation_dims": args.observation_dims,
-    }
     try:
-        mopo = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
-        mopo = dataclasses.replace(mopo, dynamics=dataclasses.replace(mopo.dynamics, **dynamics))
+        settings = (_mopo_settings if mopo_run else _model_free_settings)(args, preset)
     except ValueError as err:
         raise UdgError(str(err)) from None
     config = OfflineConfig(
@@ -490,16 +547,22 @@ def offline(args) -> None:
         select=args.select,
         seed=args.seed,
         eval_episode_length=args.eval_episode_length,
-        mopo=mopo,
+        **({"mopo": settings} if mopo_run else {"learner": settings}),
     )
+    label = ALGO_LABELS[args.algo]
     bars = {}
 
     def on_model_epoch(epoch: int, losses) -> None:
         bars["model"].update(epoch, holdout_mse=float(np.mean(losses)))
 
-    with progress_bar("dynamics", total=mopo.dynamics.max_epochs or 0, unit="epochs") as bar:
+    model_bar = (
+        progress_bar("dynamics", total=settings.dynamics.max_epochs or 0, unit="epochs")
+        if mopo_run
+        else _no_bar()  # a model-free learner fits no model
+    )
+    with model_bar as bar:
         bars["model"] = bar
-        with progress_bar("MOPO", total=mopo.epochs, unit="epochs") as policy_bar:
+        with progress_bar(label, total=settings.epochs, unit="epochs") as policy_bar:
             last = {}
 
             def on_epoch(epoch: int, row: dict) -> None:
@@ -522,11 +585,23 @@ def offline(args) -> None:
     stdout.print(
         f"{task.name}, {args.select} data ({result['selected']}, "
         f"{result['selected_transitions']} transitions, data mean return "
-        f"{result['data_mean_return']:.2f}): MOPO last {result['last_return']:.2f} "
+        f"{result['data_mean_return']:.2f}): {label} last {result['last_return']:.2f} "
         f"+- {result['last_std']:.2f}, best {result['best_return']:.2f} "
         f"(epoch {result['best_epoch']}); {result['wall_seconds']:.0f} s; {args.out}/result.json"
     )
-    model = result["dynamics"]
+    if mopo_run:
+        _print_model_summary(result["dynamics"])
+
+
+def _no_bar():
+    import contextlib
+    from types import SimpleNamespace
+
+    return contextlib.nullcontext(SimpleNamespace(update=lambda completed, **metrics: None))
+
+
+def _print_model_summary(model: dict) -> None:
+    """What ``udg offline`` says of MOPO's dynamics fit: how it ended, and crossed bounds."""
     if "epochs" in model:  # absent for a reused model (--model) saved without its metrics
         stopped = (
             "early-stopped"
@@ -556,6 +631,7 @@ def pipeline_config(experiment: str, args):
         seed=args.seed,
         seeds=args.seeds,
         expert_steps=args.expert_steps,
+        algo=args.algo,
     )
 
 
@@ -574,7 +650,7 @@ def pipeline(experiment: str, args) -> None:
     """``udg demo`` / ``udg experiment``: run, then print the headline table and findings."""
     from udg.cli.progress import console, progress_bar
     from udg.experiments.pipeline import run_pipeline
-    from udg.experiments.report import columns, findings, headline_rows, paper_rows
+    from udg.experiments.report import columns, findings, headline_rows, learner_label, paper_rows
 
     config = pipeline_config(experiment, args)
     summary = run_pipeline(
@@ -590,8 +666,8 @@ def pipeline(experiment: str, args) -> None:
     )
     header = ["task"] + [label for _, label in columns(summary)]
     for title, rows in [
-        ("MOPO return (last evaluation)", headline_rows(summary)),
-        ("the paper's numbers", paper_rows(summary) if summary["paper"] else []),
+        (f"{learner_label(summary)} return (last evaluation)", headline_rows(summary)),
+        ("the paper's numbers (MOPO)", paper_rows(summary) if summary["paper"] else []),
     ]:
         if not rows:
             continue

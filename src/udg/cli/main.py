@@ -21,6 +21,7 @@ from tyro import _strings as _tyro_strings
 from udg.cli.preflight import check_empty_values, os_error_line, preflight
 from udg.envs.registry import ENVS
 from udg.errors import UdgError
+from udg.offline import ALGOS
 
 # tyro joins a docstring's wrapped lines only where the next line starts with a letter, and a
 # field docstring's continuation lines start with its indentation: dedent them first, so that
@@ -50,6 +51,7 @@ def choice(*names: str):
 ENV = choice(*ENVS)
 SCALE = choice("demo", "small", "paper")  # udg.experiments.presets.SCALES (tested)
 EXECUTOR = choice("local", "ray")  # udg.experiments.grid.EXECUTORS (tested)
+ALGO = choice(*ALGOS)
 TASK = Annotated[str, tyro.conf.arg(metavar="TASK")]
 SELECTION = Annotated[str, tyro.conf.arg(metavar="{top1,top2,top:K,all}")]
 
@@ -321,9 +323,11 @@ class PlotCoverage:
 
 @dataclass(frozen=True)
 class Offline:
-    """Stage 2: relabel datasets for a task, rank and select them, train MOPO, evaluate.
+    """Stage 2: relabel datasets for a task, rank and select them, train an offline learner,
+    evaluate.
 
-    Rerun the same command after an interruption to resume. Works on any Minari dataset of a
+    The learner is MOPO, the paper's, unless --algo names a model-free one (td3bc, iql), which
+    trains on the data alone: no dynamics model, no rollouts. Rerun the same command after an interruption to resume. Works on any Minari dataset of a
     known env.
 
     Example: udg offline --data runs/rooms-k8 --task rooms-angle-60 --out runs/offline-60
@@ -335,23 +339,26 @@ class Offline:
     """Downstream task (see `udg tasks`)."""
     out: Path
     """Output folder (model, policy, learning curve, result.json)."""
+    algo: ALGO = "mopo"
+    """Offline learner: mopo (the paper's: a dynamics model and penalised model rollouts),
+    td3bc or iql (model-free; the flags marked MOPO's are refused with them)."""
     select: SELECTION = "top1"
     """Selection: the best dataset (UDG's rule), the union of the best K, or all."""
     scale: SCALE = "demo"
-    """MOPO preset."""
+    """Preset of the learner (python -m udg.experiments.presets)."""
     seed: int = 0
     """Seed of the model, policy and evaluation."""
     epochs: later(int) = None
     """Policy epochs."""
     rollout_length: later(int, "the env's preset") = None
-    """Model rollout horizon h."""
+    """MOPO's model rollout horizon h."""
     penalty_coef: later(float, "the env's preset") = None
-    """Uncertainty penalty lambda."""
+    """MOPO's uncertainty penalty lambda."""
     penalty: later(str, "the preset's: max_sigma", "{max_sigma,disagreement}") = None
-    """Uncertainty of the penalty: max_sigma (MOPO's) or disagreement."""
+    """MOPO's uncertainty of the penalty: max_sigma (MOPO's) or disagreement."""
     reward: later(str, "computed", "{computed,learned}") = None
-    """Reward of model steps: computed (the task's function of the predicted columns, one model
-    per dataset) or learned (MOPO's original: the model predicts the reward)."""
+    """MOPO's reward of model steps: computed (the task's function of the predicted columns,
+    one model per dataset) or learned (MOPO's original: the model predicts the reward)."""
     eval_episodes: later(int) = None
     """Episodes per evaluation."""
     observation_dims: later(int, "the env's; ant: 27") = None
@@ -359,11 +366,12 @@ class Offline:
     eval_episode_length: later(int, "the env's") = None
     """Time limit of evaluation episodes."""
     model: later(Path, "fit one") = None
-    """Reuse this saved dynamics model (model.msgpack of an earlier run) instead of fitting."""
+    """MOPO's: reuse this saved dynamics model (model.msgpack of an earlier run) instead of
+    fitting."""
     model_epochs: later(int) = None
-    """Cap on the model's epochs, early stopping still on."""
+    """MOPO's cap on the model's epochs, early stopping still on."""
     model_batches: later(int) = None
-    """Model minibatches per epoch, 0 for full passes."""
+    """MOPO's model minibatches per epoch, 0 for full passes."""
     json: bool = False
     """Print result.json instead of a summary."""
 
@@ -378,8 +386,8 @@ class Offline:
 
 @dataclass(frozen=True)
 class Demo:
-    """The whole UDG pipeline on the rooms world, over seeds: diverse data, baselines, MOPO on
-    six tasks, reference returns, coverage, the W1 theory check, and a report (results.json,
+    """The whole UDG pipeline on the rooms world, over seeds: diverse data, baselines, MOPO (or
+    --algo td3bc, iql) on six tasks, reference returns, coverage, the W1 theory check, and a report (results.json,
     report.md, report.html). `--env point` runs the open plane, the control where data
     coverage cannot matter.
 
@@ -397,12 +405,14 @@ class Demo:
     """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
     expert_steps: later(int, "stage 1's") = None
     """Steps of each baseline SAC agent (supervised and expert data)."""
+    algo: ALGO = "mopo"
+    """Offline learner of every stage-2 cell: mopo (the paper's), td3bc or iql."""
     executor: EXECUTOR = "local"
-    """Where MOPO populations run: local (in-process) or ray (one task per population)."""
+    """Where stage-2 populations run: local (in-process) or ray (one task per population)."""
     address: later(str, "start a local Ray") = None
     """Address of an existing Ray cluster."""
     population_cells: later(int, "every cell with the same settings") = None
-    """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
+    """Most stage-2 cells trained as one computation (1 trains the cells one by one)."""
 
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""
@@ -442,12 +452,14 @@ class Experiment:
     """Seeds of the whole pipeline (each with its own stage 1, baselines and MOPO cells)."""
     expert_steps: later(int, "stage 1's") = None
     """Steps of each baseline SAC agent (supervised and expert data)."""
+    algo: ALGO = "mopo"
+    """Offline learner of every stage-2 cell: mopo (the paper's), td3bc or iql."""
     executor: EXECUTOR = "local"
-    """Where MOPO populations run: local (in-process) or ray (one task per population)."""
+    """Where stage-2 populations run: local (in-process) or ray (one task per population)."""
     address: later(str, "start a local Ray") = None
     """Address of an existing Ray cluster."""
     population_cells: later(int, "every cell with the same settings") = None
-    """Most MOPO cells trained as one computation (1 trains the cells one by one)."""
+    """Most stage-2 cells trained as one computation (1 trains the cells one by one)."""
 
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""

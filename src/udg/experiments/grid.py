@@ -1,10 +1,10 @@
 """Running a grid of offline cells as populations: in-process, or as Ray tasks on many machines.
 
-A cell is a frozen dataclass (data kind, MOPO config, dataset paths, output folder). Cells with
-the same env and MOPO settings form a *population* (:func:`populations`), trained as one
-computation by :func:`run_batch`, a top-level function so Ray can ship it: one dynamics model
-per distinct (data, seed) in the grid's ``models/`` folder, shared by every task on that data,
-and every cell's policy on a leading cell axis. Each cell writes its own folder, and a finished
+A cell is a frozen dataclass (data kind, offline config, dataset paths, output folder). Cells
+with the same env, learner and settings form a *population* (:func:`populations`), trained as one
+computation by :func:`run_batch`, a top-level function so Ray can ship it: for MOPO, one
+dynamics model per distinct (data, seed) in the grid's ``models/`` folder, shared by every task
+on that data; for every learner, every cell's policy on a leading cell axis. Each cell writes its own folder, and a finished
 cell's stored result is read back, never recomputed, so a rerun of a grid only runs what is
 missing. Cells are deterministic given their seed, alone or in any population, so both
 executors and any population size give the same numbers (to float tolerance).
@@ -38,7 +38,8 @@ def cell_name(task: str, column: str, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (task, data, selection, seed) combination of a grid: MOPO on one kind of data.
+    """One (task, data, selection, seed) combination of a grid: an offline learner (MOPO, or
+    TD3+BC or IQL) on one kind of data.
 
     The task, the selection rule and the seed are those of ``config``, so they cannot disagree.
     """
@@ -46,7 +47,7 @@ class Cell:
     data: str
     """Kind of data, one of :data:`DATA_KINDS`."""
     config: OfflineConfig
-    """The cell's offline run: task, selection rule, seed and MOPO settings."""
+    """The cell's offline run: task, selection rule, seed, learner and its settings."""
     datasets: tuple[str, ...]
     """Dataset folders the selection ranks."""
     out: str
@@ -86,8 +87,8 @@ EpochHook = Callable[[Cell, int, dict], None]
 
 
 def populations(cells: Sequence[Cell], max_cells: int | None = None) -> list[list[Cell]]:
-    """The cells grouped into populations that can train as one computation (same env and
-    MOPO settings), in the order of their first cell, each at most ``max_cells`` large."""
+    """The cells grouped into populations that can train as one computation (same env, learner
+    and settings), in the order of their first cell, each at most ``max_cells`` large."""
     from udg.experiments.offline import population_key
 
     if max_cells is not None and max_cells < 1:

@@ -1,8 +1,9 @@
 """Stage 2 runner: relabel, rank and select data for a task, train MOPO, evaluate.
 
 The imperative shell of ``udg offline`` and of every experiment's grid. A *population* is a set
-of offline cells (task, selection, seed) with the same env and MOPO settings, trained as one
-computation: :func:`run_population` prepares each cell (its folder, its relabelled selection,
+of offline cells (task, selection, seed) with the same env, learner and settings, trained as one
+computation. Cells of a model-free learner (``--algo td3bc|iql``) are prepared, claimed and
+finished here and trained by :mod:`udg.experiments.offline_learners`; MOPO's cells: :func:`run_population` prepares each cell (its folder, its relabelled selection,
 its ranking), fits or loads one dynamics model per distinct (data, seed) — a task's reward is a
 function of the predicted columns, so every task on the same data shares the model — puts the
 cells' data, models, policies and model buffers on the device with a leading cell axis, and
@@ -43,7 +44,8 @@ from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import ConfigError, UdgError
 from udg.evaluation.evaluate import evaluate_groups
 from udg.experiments import runs, tensorboard
-from udg.offline import dynamics, mopo
+from udg.offline import ALGO_LABELS, dynamics, mopo
+from udg.offline.learners import ModelFreeConfig
 from udg.seeds import jax_key
 
 MODEL_METRICS = "model_metrics.json"
@@ -68,7 +70,21 @@ class OfflineConfig:
     eval_episode_length: int | None = None
     """Time limit of evaluation episodes (None: the env's default)."""
     mopo: mopo.MOPOConfig = field(default_factory=mopo.MOPOConfig)
-    """MOPO, SAC and dynamics settings."""
+    """MOPO, SAC and dynamics settings (used when ``learner`` is None)."""
+    learner: ModelFreeConfig | None = None
+    """A model-free learner (TD3+BC or IQL) and its run's schedule, trained instead of MOPO;
+    None: MOPO, the paper's learner."""
+
+    @property
+    def algo(self) -> str:
+        """The cell's learner: ``mopo``, ``td3bc`` or ``iql``."""
+        return "mopo" if self.learner is None else self.learner.algo
+
+    @property
+    def schedule(self) -> mopo.MOPOConfig | ModelFreeConfig:
+        """The learner's settings that every learner has: ``epochs``, ``steps_per_epoch``,
+        ``eval_every``, ``eval_episodes``, ``checkpoint_every``, ``observation_dims``."""
+        return self.mopo if self.learner is None else self.learner
 
     def __post_init__(self) -> None:
         # Checked here, before a folder or a model exists, not when the first evaluation runs.
@@ -162,8 +178,9 @@ def observation_view(data: Dataset, dims: int) -> Dataset:
 
 
 def population_key(config: OfflineConfig) -> tuple:
-    """Cells with equal keys can share a population (same env, networks and schedule)."""
-    return (get_task(config.task).env, config.mopo, config.eval_episode_length)
+    """Cells with equal keys can share a population (same env, learner, networks and
+    schedule)."""
+    return (get_task(config.task).env, config.algo, config.schedule, config.eval_episode_length)
 
 
 # --- preparing cells ---------------------------------------------------------------------------
@@ -178,7 +195,7 @@ def stored_result(job: CellJob, claim: bool = False) -> dict | None:
     parse_selection(config.select)
     sources = sorted(str(Path(p).resolve()) for p in job.data_paths)
     check = runs.open_run if claim else runs.check_run
-    manifest = check(Path(job.out), "offline", _run_config(config, sources))
+    manifest = check(Path(job.out), "offline", _run_config(config, sources), RUN_DEFAULTS)
     if manifest is not None and manifest.get("status") == "complete":
         result = manifest.get("result")
         if not isinstance(result, dict):
@@ -187,15 +204,23 @@ def stored_result(job: CellJob, claim: bool = False) -> dict | None:
     return None
 
 
+RUN_DEFAULTS = {"algo": "mopo"}
+"""What a run's manifest lacks when it was made before udg had other learners."""
+
+
 def _run_config(config: OfflineConfig, sources: list[str]) -> dict:
-    return {**runs.config_dict(config), "data": sources}
+    """The manifest's config: the learner's name and settings (MOPO's, or the model-free
+    learner's: never both), task, selection, seed, and the data's folders."""
+    fields = runs.config_dict(config)
+    del fields["learner" if config.learner is None else "mopo"]
+    return {**fields, "algo": config.algo, "data": sources}
 
 
 def prepare_cell(job: CellJob) -> PreparedCell:
     """Relabel, rank and select the cell's data; mark its run as running."""
     config = job.config
     task = get_task(config.task)
-    if task.terminated is None:
+    if task.terminated is None and config.algo == "mopo":
         raise UdgError(f"env {task.env} has no termination rule; MOPO's rollouts need one")
     if job.datasets is not None:
         datasets = list(job.datasets)
@@ -211,8 +236,7 @@ def prepare_cell(job: CellJob) -> PreparedCell:
     selected, ranking = select(datasets, task, config.select)
     k = parse_selection(config.select) or len(ranking)
     sources = tuple(sorted(names[r.index] for r in ranking[:k]))
-    m = config.mopo
-    dims = m.observation_dims or get_env_spec(task.env).offline_observation_dims
+    dims = config.schedule.observation_dims or get_env_spec(task.env).offline_observation_dims
     data = observation_view(selected, dims or selected.obs_dim)
     run_config = _run_config(config, sorted(str(Path(p).resolve()) for p in job.data_paths))
     cell = PreparedCell(
@@ -225,7 +249,8 @@ def prepare_cell(job: CellJob) -> PreparedCell:
         sources=sources,
         run_config=run_config,
     )
-    _reward_fn([cell])  # a task no model can reward is refused before any fit
+    if config.algo == "mopo":
+        _reward_fn([cell])  # a task no model can reward is refused before any fit
     return cell
 
 
@@ -335,13 +360,12 @@ def _placed(cells: mopo.CellState) -> mopo.CellState:
     return jax.device_put(cells, NamedSharding(mesh, PartitionSpec(MEMBER_AXIS)))
 
 
-def start_population(
-    cells: list[PreparedCell], models: list[dynamics.DynamicsModel], checkpoint: Path
-) -> Population:
-    """Put the cells on the device: one flat copy of every distinct selection, each cell's
-    rewards, fresh policies from each seed's ``init`` stream, empty model buffers."""
-    m = cells[0].config.mopo
-    first = cells[0].data
+def shared_data(
+    cells: list[PreparedCell], rewards: Sequence[np.ndarray] | None = None
+) -> tuple[mopo.RealData, dict[str, jax.Array]]:
+    """The cells' data on the device, one flat copy of every distinct selection and each cell's
+    rewards (``rewards``, default the cells' own), and where each cell's rows are:
+    ``data_start``, ``data_size``, ``reward_start``, ``[C]`` each."""
     starts: dict[tuple, int] = {}
     pieces: list[Dataset] = []
     total = 0
@@ -350,7 +374,8 @@ def start_population(
             starts[cell.sources] = total
             pieces.append(cell.data)
             total += cell.data.num_transitions
-    reward_starts = np.cumsum([0] + [c.data.num_transitions for c in cells])[:-1]
+    rewards = [c.rewards for c in cells] if rewards is None else rewards
+    reward_starts = np.cumsum([0] + [len(r) for r in rewards])[:-1]
     data = mopo.RealData(
         observations=jnp.asarray(np.concatenate([p.observations for p in pieces]), jnp.float32),
         actions=jnp.asarray(np.concatenate([p.actions for p in pieces]), jnp.float32),
@@ -358,8 +383,24 @@ def start_population(
             np.concatenate([p.next_observations for p in pieces]), jnp.float32
         ),
         terminations=jnp.asarray(np.concatenate([p.terminations for p in pieces]), jnp.float32),
-        rewards=jnp.asarray(np.concatenate([c.rewards for c in cells]), jnp.float32),
+        rewards=jnp.asarray(np.concatenate(rewards), jnp.float32),
     )
+    slices = {
+        "data_start": jnp.asarray([starts[c.sources] for c in cells], jnp.int32),
+        "data_size": jnp.asarray([c.data.num_transitions for c in cells], jnp.int32),
+        "reward_start": jnp.asarray(reward_starts, jnp.int32),
+    }
+    return data, slices
+
+
+def start_population(
+    cells: list[PreparedCell], models: list[dynamics.DynamicsModel], checkpoint: Path
+) -> Population:
+    """Put the cells on the device: one flat copy of every distinct selection, each cell's
+    rewards, fresh policies from each seed's ``init`` stream, empty model buffers."""
+    m = cells[0].config.mopo
+    first = cells[0].data
+    data, slices = shared_data(cells)
     keys = jnp.stack([jax_key(c.config.seed, "init") for c in cells])
     agents = sac.create_members(m.sac, keys, first.obs_dim, first.act_dim)
     buffer = mopo.ModelBuffer.empty(m.buffer_capacity, first.obs_dim, first.act_dim)
@@ -368,9 +409,7 @@ def start_population(
             agent=agents,
             model=_stack(models),
             buffer=_stack([buffer] * len(cells)),
-            data_start=jnp.asarray([starts[c.sources] for c in cells], jnp.int32),
-            data_size=jnp.asarray([c.data.num_transitions for c in cells], jnp.int32),
-            reward_start=jnp.asarray(reward_starts, jnp.int32),
+            **slices,
             task_index=jnp.asarray(_task_indices(cells), jnp.int32),
         )
     )
@@ -412,7 +451,7 @@ def _reward_fn(cells: list[PreparedCell]) -> mopo.RewardFn:
 def save_checkpoint(pop: Population) -> None:
     """Write the population's policies, buffers and epoch, and each cell's curve so far (its
     TensorBoard events first: killed before the checkpoint, a resume purges them)."""
-    _write_boards(pop)
+    write_boards(pop)
     arrays = {
         "agents": np.frombuffer(sac.to_bytes(pop.state.agent), np.uint8),
         "epoch": np.array(pop.epoch),
@@ -425,7 +464,7 @@ def save_checkpoint(pop: Population) -> None:
         runs.write_rows(cell.out, CURVE, rows)
 
 
-def _write_boards(pop: Population) -> None:
+def write_boards(pop: Population) -> None:
     """Each cell's evaluations since the last checkpoint as TensorBoard scalars at their epoch
     (with tensorboardX). A resumed run's writers purge every event of the killed run and write
     the curve again from its start: a killed writer may have lost events it had queued."""
@@ -540,13 +579,14 @@ def train(pop: Population, on_epoch: Callable[[int, int, dict], None] | None = N
 # --- results -----------------------------------------------------------------------------------
 
 
-def offline_result(pop: Population, c: int, wall: float) -> dict:
-    """The result of finished cell ``c`` (``result.json`` and the manifest's ``result``)."""
-    cell, history = pop.cells[c], pop.history[c]
+def cell_result(cell: PreparedCell, history: list[dict]) -> dict:
+    """What every learner's result says of a finished cell: its data (ranking, selection, the
+    data's own return) and its evaluations (last, best)."""
     returns = np.array([h["eval_return"] for h in history])  # [evaluations]
     best = int(np.argmax(returns))
     selected, task = cell.selected, cell.task
     return {
+        "algo": cell.config.algo,
         "task": task.name,
         "select": cell.config.select,
         "seed": cell.config.seed,
@@ -561,6 +601,14 @@ def offline_result(pop: Population, c: int, wall: float) -> dict:
         "last_std": float(history[-1]["eval_std"]),
         "best_return": float(returns[best]),
         "best_epoch": int(history[best]["epoch"]),
+    }
+
+
+def offline_result(pop: Population, c: int, wall: float) -> dict:
+    """The result of finished cell ``c`` (``result.json`` and the manifest's ``result``)."""
+    cell = pop.cells[c]
+    return {
+        **cell_result(cell, pop.history[c]),
         "reward": cell.config.mopo.reward,
         "model": pop.models[c]["path"],
         "dynamics": pop.models[c]["metrics"],
@@ -576,7 +624,7 @@ def finish_cell(pop: Population, c: int, wall: float) -> dict:
     agent = jax.tree.map(lambda leaf: leaf[c], pop.state.agent)
     runs.atomic_write_bytes(cell.out / POLICY, sac.to_bytes(agent))
     result = offline_result(pop, c, wall)
-    _plot_curve(cell, pop.history[c])
+    plot_curve(cell, pop.history[c])
     runs.atomic_write_json(cell.out / "result.json", result)
     runs.write_manifest(cell.out, "offline", "complete", cell.run_config, result=result)
     return result
@@ -609,13 +657,24 @@ def run_population(
         return [results[i] for i in range(len(jobs))]
     keys = {population_key(jobs[i].config) for i in todo}
     if len(keys) > 1:
-        raise UdgError("the cells of one population need the same env and MOPO settings")
+        raise UdgError("the cells of one population need the same env, learner and settings")
+    algo = jobs[todo[0]].config.algo
+    if algo != "mopo" and model_path is not None:
+        raise UdgError(f"--model is a dynamics model for MOPO; --algo {algo} fits none")
     start = time.perf_counter()
     prepared = []
     for i in todo:
         prepared.append(prepare_cell(jobs[i]))
         if on_prepared is not None:
             on_prepared(i, prepared[-1])
+    index = dict(enumerate(todo))
+    epoch_hook = None if on_epoch is None else lambda c, e, row: on_epoch(index[c], e, row)
+    if algo != "mopo":
+        from udg.experiments import offline_learners
+
+        done = offline_learners.run_cells(jobs, todo, prepared, Path(work), start, epoch_hook)
+        results.update(zip(todo, done, strict=True))
+        return [results[i] for i in range(len(jobs))]
     model_dir = Path(model_dir) if model_dir is not None else Path(work)
     timings = dict.fromkeys(TIMED, 0.0)
     paths = [_model_file(cell, jobs, model_dir, model_path) for cell in prepared]
@@ -623,10 +682,7 @@ def run_population(
     for cell, path in zip(prepared, paths, strict=True):  # a given model is checked up front
         if path.exists() and path not in fitted:
             fitted[path] = fit_or_load_model(cell, path)
-    for i, cell in zip(todo, prepared, strict=True):  # checked: now the folders are claimed
-        if stored_result(jobs[i], claim=True) is not None:
-            raise UdgError(f"another udg process finished {jobs[i].out} meanwhile; rerun")
-        runs.write_manifest(cell.out, "offline", "running", cell.run_config)
+    claim_cells(jobs, todo, prepared)  # checked: now the folders are claimed
     models, infos = [], []
     for i, cell, path in zip(todo, prepared, paths, strict=True):
         if path not in fitted:
@@ -642,14 +698,22 @@ def run_population(
     pop = start_population(prepared, models, Path(work) / CHECKPOINT)
     pop.models, pop.timings = infos, timings
     load_checkpoint(pop)
-    index = dict(enumerate(todo))
-    train(pop, None if on_epoch is None else lambda c, e, row: on_epoch(index[c], e, row))
+    train(pop, epoch_hook)
     for board in pop.boards or []:
         tensorboard.close(board)
     wall = time.perf_counter() - start
     for c, i in enumerate(todo):
         results[i] = finish_cell(pop, c, wall)
     return [results[i] for i in range(len(jobs))]
+
+
+def claim_cells(jobs: Sequence[CellJob], todo: list[int], prepared: list[PreparedCell]) -> None:
+    """Claim the folders of the cells ``todo`` of ``jobs`` (checked, prepared) for this
+    process and mark their runs as running."""
+    for i, cell in zip(todo, prepared, strict=True):
+        if stored_result(jobs[i], claim=True) is not None:
+            raise UdgError(f"another udg process finished {jobs[i].out} meanwhile; rerun")
+        runs.write_manifest(cell.out, "offline", "running", cell.run_config)
 
 
 def _model_file(
@@ -704,16 +768,18 @@ def run_offline(
     return result
 
 
-def _plot_curve(cell: PreparedCell, history: list[dict]) -> None:
+def plot_curve(cell: PreparedCell, history: list[dict]) -> None:
+    """The cell's ``learning_curve.png``: evaluation return against updates, its std over the
+    episodes shaded."""
     from udg.experiments.plots import plot_learning_curves
 
-    steps = np.array([h["epoch"] for h in history]) * cell.config.mopo.steps_per_epoch
+    steps = np.array([h["epoch"] for h in history]) * cell.config.schedule.steps_per_epoch
     name = "evaluation return (band: std over episodes)"
     plot_learning_curves(
         steps,
         {name: np.array([h["eval_return"] for h in history])},
         f"return on {cell.task.name}",
         cell.out / "learning_curve.png",
-        title=f"MOPO on {cell.config.select} data, {cell.task.name}",
+        title=f"{ALGO_LABELS[cell.config.algo]} on {cell.config.select} data, {cell.task.name}",
         spreads={name: np.array([h["eval_std"] for h in history])},
     )

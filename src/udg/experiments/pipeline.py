@@ -6,8 +6,8 @@ and two baselines come beside it: uniformly random actions with as many transiti
 total, and supervised data, the replay history of one SAC agent trained on a known task. The
 supervised agent is trained in one population with an expert per downstream task (one task per
 agent); the experts' last episodes are the expert data of the W1 theory check and the expert
-row of the reference returns. For each downstream task, MOPO then trains on UDG's selections and
-on the baselines of every seed, all cells as one population where their settings agree (a
+row of the reference returns. For each downstream task, the offline learner (MOPO, the paper's,
+or ``algo`` td3bc or iql) then trains on UDG's selections and on the baselines of every seed, all cells as one population where their settings agree (a
 finished cell is never recomputed). The summary gives every return as mean and std over seeds,
 beside the online reference returns (zero action, random actions, expert) and D4RL's normalised
 score, with coverage diagnostics on the rooms world; the report compares them in the paper's
@@ -44,7 +44,7 @@ from udg.experiments.generate import (
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig
-from udg.experiments.offline_config import mopo_preset
+from udg.experiments.presets import learner_preset, mopo_preset
 from udg.experiments.runs import (
     MANIFEST,
     atomic_write_json,
@@ -57,6 +57,8 @@ from udg.experiments.runs import (
     release_folder,
     write_manifest,
 )
+from udg.offline import ALGO_LABELS, ALGOS
+from udg.offline.learners import ModelFreeConfig
 from udg.offline.mopo import MOPOConfig
 
 EXPERT_EPISODES = 10
@@ -153,8 +155,13 @@ class PipelineConfig:
     generate: GenerateConfig | None = None
     """Stage-1 config (None: the scale's preset); seed ``seed + i`` replaces its seed by
     ``generate.seed + i``."""
+    algo: str = "mopo"
+    """Offline learner of every cell: mopo (the paper's), td3bc or iql."""
     mopo: MOPOConfig | None = None
-    """MOPO config of every cell (None: the scale's preset)."""
+    """MOPO config of every cell when ``algo`` is mopo (None: the scale's preset)."""
+    learner: ModelFreeConfig | None = None
+    """The model-free learner of every cell when ``algo`` is td3bc or iql (None: the scale's
+    preset)."""
     tasks: tuple[str, ...] | None = None
     """A subset of the experiment's tasks (None: all)."""
     expert_steps: int | None = None
@@ -234,19 +241,27 @@ def run_pipeline(
         raise UdgError(f"--population-cells must be at least 1, got {max_cells}")
     if address is not None and executor != "ray":
         raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
-    mopo = config.mopo or mopo_preset(spec.env, config.scale)
+    template = _offline_template(config, spec, tasks)
     for gen in gens.values():  # every stage-1 run of every seed fits in memory
         check_generate_memory(gen)
         check_generate_memory(_experts_config(config, spec, gen, tasks))
     out = Path(out)
     fields = _claim(out, config)
     try:
-        summary = _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log,
+        summary = _run_claimed(config, spec, gens, tasks, template, out, executor, address, log,
                                progress, max_cells)  # fmt: skip
         write_manifest(out, PIPELINE_KIND, "complete", fields)
         return summary
     finally:
         release_folder(out)
+
+
+def _offline_template(config: PipelineConfig, spec: ExperimentSpec, tasks: list[str]):
+    """Every stage-2 cell's :class:`OfflineConfig` but its task, selection and seed."""
+    if config.algo == "mopo":
+        return OfflineConfig(task=tasks[0], mopo=config.mopo or mopo_preset(spec.env, config.scale))
+    learner = config.learner or learner_preset(spec.env, config.scale, config.algo)
+    return OfflineConfig(task=tasks[0], learner=learner)
 
 
 PIPELINE_KIND = "experiment"
@@ -263,6 +278,10 @@ def _own_file(name: str) -> bool:
         or name.startswith(".")
         or (name.startswith("seed-") and name[5:].isdigit())
     )
+
+
+PIPELINE_DEFAULTS = {"algo": "mopo"}
+"""What a pipeline's manifest lacks when it was made before udg had other learners."""
 
 
 def pipeline_fields(config: PipelineConfig) -> dict:
@@ -285,7 +304,7 @@ def check_pipeline_folder(out: Path, config: PipelineConfig) -> None:
         and all(_own_file(p.name) for p in out.iterdir())
     )
     if not legacy:
-        check_run(out, PIPELINE_KIND, pipeline_fields(config))
+        check_run(out, PIPELINE_KIND, pipeline_fields(config), PIPELINE_DEFAULTS)
 
 
 def _claim(out: Path, config: PipelineConfig) -> dict:
@@ -295,29 +314,30 @@ def _claim(out: Path, config: PipelineConfig) -> dict:
     fields = pipeline_fields(config)
     hold_folder(out, "an experiment into")
     if (out / MANIFEST).exists():
-        check_run(out, PIPELINE_KIND, fields)  # again, under the lock
+        check_run(out, PIPELINE_KIND, fields, PIPELINE_DEFAULTS)  # again, under the lock
     write_manifest(out, PIPELINE_KIND, "running", fields)
     return fields
 
 
-def _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log, progress,
+def _run_claimed(config, spec, gens, tasks, template, out, executor, address, log, progress,
                  max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
+    schedule, label = template.schedule, ALGO_LABELS[template.algo]
     data = {
         seed: _make_data(config, spec, gen, seed, tasks, out / f"seed-{seed}", log, progress)
         for seed, gen in gens.items()
     }
-    cells = _cells(spec, tasks, data, mopo, out)
+    cells = _cells(spec, tasks, data, template, out)
     batches = populations(cells, max_cells)
     log(
-        f"stage 2: {len(cells)} MOPO cells ({len(data)} seed(s)) in {len(batches)} "
+        f"stage 2: {len(cells)} {label} cells ({len(data)} seed(s)) in {len(batches)} "
         f"population(s) ({executor} executor)"
     )
-    with progress("stage 2 MOPO", len(cells) * mopo.epochs, "epochs") as bar:
+    with progress(f"stage 2 {label}", len(cells) * schedule.epochs, "epochs") as bar:
         results = run_cells_with_bar(
             cells,
             bar,
-            mopo.epochs,
+            schedule.epochs,
             log=log,
             work=out / "offline",
             executor=executor,
@@ -327,11 +347,12 @@ def _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log, p
 
     log("reference returns: zero action, random actions, expert; theory check: exact W1")
     loaded = _load_all(data)  # every dataset once, for the reference rows, coverage and W1
-    reference = _reference(tasks, data, loaded, mopo)
+    reference = _reference(tasks, data, loaded, schedule.eval_episodes)
     table = _table(cells, results)
     summary = {
         "experiment": spec.name,
         "env": spec.env,
+        "algo": template.algo,
         "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gens[config.seed])},
         "seeds": list(data),
         "sources": {str(s): d.sources for s, d in data.items()},
@@ -349,7 +370,7 @@ def _run_claimed(config, spec, gens, tasks, mopo, out, executor, address, log, p
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
-        "stage_seconds": _stage_seconds(out, data, cells, results),
+        "stage_seconds": _stage_seconds(out, data, cells, results, label),
     }
     atomic_write_json(out / "results.json", summary)
     from udg.experiments.report import write_report
@@ -369,6 +390,12 @@ def _validated(
         raise UdgError(f"--seed must be >= 0, got {config.seed}")
     if config.expert_steps is not None and config.expert_steps <= 0:
         raise UdgError(f"--expert-steps must be positive, got {config.expert_steps}")
+    if config.algo not in ALGOS:
+        raise unknown_name("algo", config.algo, ALGOS)
+    if (config.mopo is not None and config.algo != "mopo") or (
+        config.learner is not None and config.learner.algo != config.algo
+    ):
+        raise UdgError(f"the stage-2 settings given are not those of algo {config.algo}")
     tasks = list(config.tasks or spec.tasks)
     unknown = [t for t in tasks if t not in spec.tasks]
     if unknown:
@@ -470,28 +497,28 @@ def _cells(
     spec: ExperimentSpec,
     tasks: list[str],
     data: dict[int, SeedData],
-    mopo: MOPOConfig,
+    template: OfflineConfig,
     out: Path,
 ) -> list[Cell]:
     """Stage 2's grid: per task and seed, UDG's selections then the two baselines, each on
-    its seed's data."""
+    its seed's data, each cell ``template`` with its task, selection and seed."""
     kinds = [("udg", s) for s in spec.selections] + [("random", "all"), ("supervised", "all")]
     cells = []
     for task in tasks:
         for seed, seed_data in data.items():
             for kind, rule in kinds:
-                offline = OfflineConfig(
-                    task=task, select=rule, seed=seed, mopo=mopo, eval_episode_length=None
-                )
+                offline = dataclasses.replace(template, task=task, select=rule, seed=seed)
                 cell = Cell(data=kind, config=offline, datasets=seed_data.sources[kind], out="")
                 # The folder is named after the cell, whose name comes from its fields.
                 cells.append(dataclasses.replace(cell, out=str(out / "offline" / cell.name)))
     return cells
 
 
-def _stage_seconds(out: Path, data: dict[int, SeedData], cells, results) -> dict[str, float]:
+def _stage_seconds(
+    out: Path, data: dict[int, SeedData], cells, results, label: str = "MOPO"
+) -> dict[str, float]:
     """Time of the main stages as each recorded it, summed over seeds: stage 1 and the
-    baselines over resumed runs (their manifests keep it); the MOPO cells as the invocations
+    baselines over resumed runs (their manifests keep it); the stage-2 cells as the invocations
     that finished them (a population's time shared among its cells). The experiment's
     ``wall_seconds`` is only this invocation's when it was resumed."""
     return {
@@ -501,7 +528,7 @@ def _stage_seconds(out: Path, data: dict[int, SeedData], cells, results) -> dict
         "baselines": sum(
             read_json(out / f"seed-{s}" / "experts" / MANIFEST)["wall_seconds"] for s in data
         ),
-        "MOPO cells": sum(results[c.name]["wall_seconds"] for c in cells),
+        f"{label} cells": sum(results[c.name]["wall_seconds"] for c in cells),
     }
 
 
@@ -544,7 +571,7 @@ def _per_column(cells: list[Cell], value: Callable[[Cell], float]) -> dict:
 
 
 def _table(cells: list[Cell], results: dict[str, dict]) -> dict:
-    """``table[task][column]``: MOPO's last return over seeds (each seed's the mean over its
+    """``table[task][column]``: the learner's last return over seeds (each seed's the mean over its
     evaluation episodes; their std stays in ``cells``)."""
     return _per_column(cells, lambda c: results[c.name]["last_return"])
 
@@ -566,11 +593,11 @@ def _load_all(data: dict[int, SeedData]) -> dict[str, Dataset]:
 
 
 def _reference(
-    tasks: list[str], data: dict[int, SeedData], loaded: dict[str, Dataset], mopo: MOPOConfig
+    tasks: list[str], data: dict[int, SeedData], loaded: dict[str, Dataset], episodes: int
 ) -> dict:
     """``reference[task][row]`` for the rows ``zero``, ``random`` and ``expert``: the online
     return in the real env over seeds, each seed's the mean over its episodes. Zero and random
-    actions run ``mopo.eval_episodes`` episodes from the seed's evaluation resets, as the
+    actions run ``episodes`` episodes (the cells' evaluation's) from the seed's evaluation resets, as the
     cells' policies do; the expert's return is that of its last episodes in its replay (the
     theory check's expert data: the online SAC agent trained on the task, stochastic, as it
     collected them)."""
@@ -582,7 +609,7 @@ def _reference(
             expert = loaded[str(seed_data.experts[task_name])]
             first = max(0, expert.num_episodes - EXPERT_EPISODES)
             returns = expert.episode_returns(relabel(expert, task).task_rewards[task_name])[first:]
-            seed_rows = reference_rows(task, returns, None, mopo.eval_episodes, seed)
+            seed_rows = reference_rows(task, returns, None, episodes, seed)
             for name in rows:
                 rows[name].append(seed_rows[name]["mean"])
         out[task_name] = {name: _over_seeds(values) for name, values in rows.items()}

@@ -3,12 +3,17 @@
 A scale sizes a whole experiment: ``demo`` runs the point env in minutes on 2 cores, ``small``
 runs MuJoCo in hours on 2 cores, ``paper`` takes the paper's settings and needs a GPU or a
 cluster. :data:`PRESETS` gives, for each env and scale, stage 1's :class:`GenerateConfig` and
-stage 2's :class:`MOPOConfig`. Each value is written once: in the base of its scale, or in the
-row that departs from that base (``dataclasses.replace``), so adding an env means adding its
-three rows (the built-in point masses, ``point`` and ``rooms``, share one function that makes
-them). The bases follow one principle each: ``paper`` is WURL's stage 1 and MOPO as in SPEC
-section 5; ``small`` keeps the algorithms and network sizes and cuts the step budgets;
-``demo`` shrinks the networks too. Why each number is what it is, with the measurements behind
+stage 2's configs: :class:`MOPOConfig`, and a :class:`ModelFreeConfig` for each model-free
+learner (TD3+BC, IQL). Each value is written once: in the base of its scale, or in the row that
+departs from that base (``dataclasses.replace``), so adding an env means adding its three rows
+(the built-in point masses, ``point`` and ``rooms``, share one function that makes them). The
+bases follow one principle each: ``paper`` is WURL's stage 1 and MOPO as in SPEC section 5, and
+TD3+BC and IQL as in their papers (1M updates); ``small`` keeps the algorithms and network
+sizes and cuts the step budgets; ``demo`` shrinks the networks too. Below ``paper`` the
+model-free learners are derived from the row's MOPO, never set apart: as many updates as
+MOPO's SAC makes (epochs x updates per epoch), evaluated and checkpointed at the same epochs,
+with the same network widths and batch size, so that a learner's budget is never what tells the
+learners apart. Why each number is what it is, with the measurements behind
 it, is in ``results/presets.md``. ``python -m udg.experiments.presets`` prints the scale table
 of the README (:func:`scale_table`).
 """
@@ -21,7 +26,11 @@ from udg.envs.registry import get_env_spec
 from udg.envs.tasks import PAPER_ANGLES
 from udg.errors import UdgError, unknown_name
 from udg.experiments.generate_config import WURL_SAC, GenerateConfig
+from udg.offline import ALGOS
+from udg.offline.iql import IQLConfig
+from udg.offline.learners import ModelFreeConfig
 from udg.offline.mopo import MOPOConfig
+from udg.offline.td3bc import TD3BCConfig
 
 SCALES = ("demo", "small", "paper")
 """The scales, smallest first."""
@@ -42,6 +51,16 @@ class Preset:
     """Stage 1 (``udg generate``, and stage 1 and the baselines of ``udg experiment``)."""
     mopo: MOPOConfig
     """Stage 2 (``udg offline``, and every MOPO cell of ``udg experiment``)."""
+    td3bc: ModelFreeConfig
+    """Stage 2 with ``--algo td3bc``."""
+    iql: ModelFreeConfig
+    """Stage 2 with ``--algo iql``."""
+
+    def learner(self, algo: str) -> MOPOConfig | ModelFreeConfig:
+        """Stage 2's config of the learner ``algo`` (one of :data:`udg.offline.ALGOS`)."""
+        if algo not in ALGOS:
+            raise unknown_name("algo", algo, ALGOS)
+        return getattr(self, algo)
 
 
 DEMO_HIDDEN = (64, 64)
@@ -99,6 +118,39 @@ _MOPO_DEMO = replace(
         max_batches_per_epoch=100,
     ),
 )
+# Model-free learners. paper: both papers' budget and settings, ModelFreeConfig's and the
+# learners' defaults.
+_TD3BC_PAPER = ModelFreeConfig(learner=TD3BCConfig())
+_IQL_PAPER = ModelFreeConfig(learner=IQLConfig())
+
+
+def _like_mopo(learner: TD3BCConfig | IQLConfig, mopo: MOPOConfig) -> ModelFreeConfig:
+    """``learner`` with the networks and batch size of ``mopo``'s SAC, run for as many updates
+    as MOPO's SAC makes, evaluated and checkpointed at the same epochs."""
+    return ModelFreeConfig(
+        learner=replace(learner, hidden_dims=mopo.sac.hidden_dims, batch_size=mopo.sac.batch_size),
+        epochs=mopo.epochs,
+        steps_per_epoch=mopo.steps_per_epoch,
+        eval_every=mopo.eval_every,
+        eval_episodes=mopo.eval_episodes,
+        checkpoint_every=mopo.checkpoint_every,
+        observation_dims=mopo.observation_dims,
+    )
+
+
+def _preset(scale: str, generate: GenerateConfig, mopo: MOPOConfig) -> Preset:
+    """A row: its stage 1 and MOPO, and its model-free learners (the papers' at ``paper``,
+    :func:`_like_mopo` below it)."""
+    if scale == "paper":
+        return Preset(generate, mopo, _TD3BC_PAPER, _IQL_PAPER)
+    return Preset(
+        generate,
+        mopo,
+        _like_mopo(_TD3BC_PAPER.learner, mopo),
+        _like_mopo(_IQL_PAPER.learner, mopo),
+    )
+
+
 # MOPO's penalty lambda for HalfCheetah; point and ant keep the default 1.
 _CHEETAH_PENALTY_COEF = 0.5
 
@@ -126,7 +178,8 @@ def _point_mass_rows(env: str, num_agents: int) -> dict[tuple[str, str], Preset]
     like point's, run to the env's own time limit at every scale."""
     episode_length = get_env_spec(env).max_episode_steps
     return {
-        (env, "demo"): Preset(
+        (env, "demo"): _preset(
+            "demo",
             replace(
                 _GENERATE_DEMO,
                 env=env,
@@ -136,7 +189,8 @@ def _point_mass_rows(env: str, num_agents: int) -> dict[tuple[str, str], Preset]
             ),
             _MOPO_DEMO,
         ),
-        (env, "small"): Preset(
+        (env, "small"): _preset(
+            "small",
             replace(
                 _GENERATE_SMALL,
                 env=env,
@@ -147,7 +201,8 @@ def _point_mass_rows(env: str, num_agents: int) -> dict[tuple[str, str], Preset]
             ),
             _MOPO_SMALL,
         ),
-        (env, "paper"): Preset(
+        (env, "paper"): _preset(
+            "paper",
             replace(_GENERATE_PAPER, env=env, episode_length=episode_length),
             _MOPO_PAPER,
         ),
@@ -158,23 +213,27 @@ PRESETS: dict[tuple[str, str], Preset] = {
     **_point_mass_rows("point", _GENERATE_DEMO.num_agents),
     # rooms: K = 8, enough agents for one in each of the eight rooms around the start room.
     **_point_mass_rows("rooms", 8),
-    ("ant", "demo"): Preset(replace(_GENERATE_DEMO, env="ant"), _MOPO_DEMO),
-    ("ant", "small"): Preset(
+    ("ant", "demo"): _preset("demo", replace(_GENERATE_DEMO, env="ant"), _MOPO_DEMO),
+    ("ant", "small"): _preset(
+        "small",
         _ANT_SMALL,
         _model_budget(
             _policy_epochs(_MOPO_SMALL, epochs=8), max_epochs=20, max_batches_per_epoch=100
         ),
     ),
-    ("ant", "paper"): Preset(replace(_GENERATE_PAPER, env="ant"), _MOPO_PAPER),
-    ("halfcheetah", "demo"): Preset(
+    ("ant", "paper"): _preset("paper", replace(_GENERATE_PAPER, env="ant"), _MOPO_PAPER),
+    ("halfcheetah", "demo"): _preset(
+        "demo",
         replace(_GENERATE_DEMO, env="halfcheetah"),
         replace(_MOPO_DEMO, penalty_coef=_CHEETAH_PENALTY_COEF),
     ),
-    ("halfcheetah", "small"): Preset(
+    ("halfcheetah", "small"): _preset(
+        "small",
         replace(_GENERATE_SMALL, env="halfcheetah"),
         _model_budget(replace(_MOPO_SMALL, penalty_coef=_CHEETAH_PENALTY_COEF), max_epochs=200),
     ),
-    ("halfcheetah", "paper"): Preset(
+    ("halfcheetah", "paper"): _preset(
+        "paper",
         replace(_GENERATE_PAPER, env="halfcheetah"),
         replace(_MOPO_PAPER, penalty_coef=_CHEETAH_PENALTY_COEF),
     ),
@@ -202,6 +261,11 @@ def generate_preset(env: str, scale: str) -> GenerateConfig:
 def mopo_preset(env: str, scale: str) -> MOPOConfig:
     """MOPO's config for ``env`` at ``scale``."""
     return preset(env, scale).mopo
+
+
+def learner_preset(env: str, scale: str, algo: str) -> MOPOConfig | ModelFreeConfig:
+    """Stage 2's config of the learner ``algo`` for ``env`` at ``scale``."""
+    return preset(env, scale).learner(algo)
 
 
 def scale_help() -> str:
@@ -249,18 +313,35 @@ def _describe_mopo(c: MOPOConfig) -> str:
     )
 
 
+def _describe_model_free(td3bc: ModelFreeConfig, iql: ModelFreeConfig) -> str:
+    budgets = [
+        f"{_thousands(c.updates)} updates ({c.epochs} epochs x {c.steps_per_epoch}), "
+        f"{_widths(c.learner.hidden_dims)} networks, batch {c.learner.batch_size}, "
+        f"rewards {'unscaled' if c.reward_scale == 'none' else 'scaled by the return range'}"
+        for c in (td3bc, iql)
+    ]
+    names = (
+        f"TD3+BC (alpha={td3bc.learner.alpha:g})",
+        f"IQL (expectile {iql.learner.expectile:g}, beta={iql.learner.temperature:g})",
+    )
+    if budgets[0] == budgets[1]:
+        return f"{names[0]} and {names[1]}: {budgets[0]}"
+    return f"{names[0]}: {budgets[0]}; {names[1]}: {budgets[1]}"
+
+
 def scale_table() -> str:
     """The scale table of the README in Markdown, one row per (scale, env) of :data:`PRESETS`."""
     lines = [
-        "| scale | env | stage 1 | MOPO | meant for |",
-        "|---|---|---|---|---|",
+        "| scale | env | stage 1 | MOPO | TD3+BC, IQL (`--algo`) | meant for |",
+        "|---|---|---|---|---|---|",
     ]
     for scale in SCALES:
         for (env, row_scale), p in PRESETS.items():
             if row_scale == scale:
                 lines.append(
                     f"| `{scale}` | {env} | {_describe_generate(p.generate)} | "
-                    f"{_describe_mopo(p.mopo)} | {SCALE_PURPOSE[scale]} |"
+                    f"{_describe_mopo(p.mopo)} | {_describe_model_free(p.td3bc, p.iql)} | "
+                    f"{SCALE_PURPOSE[scale]} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,8 @@ a report can be redrawn from a finished run. The report leads with its findings,
 over tasks and seeds. Every table gives mean ± std **over seeds** (each seed's value is the mean
 over its evaluation episodes; a deterministic env's spread over episodes is not a spread, and it
 stays in ``results.json``). The document is a list of blocks that both renderers share, so the
-Markdown and the HTML say the same thing.
+Markdown and the HTML say the same thing. Every table of a learner's returns names the learner
+(MOPO, the paper's, or TD3+BC or IQL: the summary's ``algo``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from udg.experiments.plots import plot_bars, plot_coverage, plot_scatter
 from udg.experiments.runs import atomic_write_text
+from udg.offline import ALGO_LABELS
 
 LABELS = {
     "random-all": "random",
@@ -38,6 +40,11 @@ COLOURS = {
 baselines); other UDG selections (top k) take the remaining tab10 colours."""
 SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:grey")
 REFERENCE_LABELS = {"zero": "zero action", "random": "random actions", "expert": "expert (SAC)"}
+
+
+def learner_label(summary: dict) -> str:
+    """The name of the run's offline learner (MOPO for a run made before udg had others)."""
+    return ALGO_LABELS[summary.get("algo", "mopo")]
 
 
 def columns(summary: dict) -> list[tuple[str, str]]:
@@ -82,7 +89,7 @@ def _rows(summary: dict, table: dict, mark_best: bool) -> list[list[str]]:
 
 
 def headline_rows(summary: dict, mark_best: bool = False) -> list[list[str]]:
-    """Rows of the headline table: task, then MOPO's return mean ± std over seeds per column
+    """Rows of the headline table: task, then the learner's return mean ± std over seeds per column
     (with ``mark_best``, the row's highest mean in ``**bold**``)."""
     return _rows(summary, summary["table"], mark_best)
 
@@ -101,7 +108,8 @@ def headline(summary: dict) -> str:
     theory = summary["theory"]
     negative = sum(v["rho"] < 0 for v in theory["spearman_within"].values())
     return (
-        f"MOPO trained on UDG's data (the best-ranked agent's, the top two, all) and on two "
+        f"{learner_label(summary)} trained on UDG's data (the best-ranked agent's, the top two, "
+        "all) and on two "
         f"baselines (uniformly random actions; one SAC agent trained on "
         f"{summary['supervised_task']}) for {len(tasks)} tasks on {summary.get('env', '?')}, "
         f"over {seeds} seed(s). UDG top-1 beats random data on {wins} of {len(tasks)} tasks "
@@ -216,9 +224,8 @@ def findings(summary: dict) -> list[str]:
         for key, label in columns(summary)
     ]
     lines.append(
-        f"MOPO beats the zero-action policy (doing nothing) on, of {len(tasks)} tasks: "
-        + ", ".join(above)
-        + "."
+        f"{learner_label(summary)} beats the zero-action policy (doing nothing) on, of "
+        f"{len(tasks)} tasks: " + ", ".join(above) + "."
     )
     return lines
 
@@ -338,15 +345,16 @@ def _figures(out: Path, summary: dict) -> list[tuple[str, str]]:
         )
         for key, label in columns(summary)
     }
+    learner = learner_label(summary)
     plot_bars(
         tasks,
         series,
-        "MOPO return (last evaluation)",
+        f"{learner} return (last evaluation)",
         figures / "returns.png",
         title=f"offline return per task and data (mean ± std over {len(_seeds(summary))} seeds)",
         colours=colours(summary),
     )
-    drawn.append(("returns.png", "MOPO's return per task and data, mean ± std over seeds."))
+    drawn.append(("returns.png", f"{learner}'s return per task and data, mean ± std over seeds."))
     points = summary["theory"]["points"]
     labels = dict(columns(summary))
     plot_scatter(
@@ -354,12 +362,12 @@ def _figures(out: Path, summary: dict) -> list[tuple[str, str]]:
         np.array([p["return"] for p in points]),
         [labels.get(p["data"], p["data"]) for p in points],
         "W1(data, expert data), state-action space",
-        "MOPO return",
+        f"{learner} return",
         figures / "w1_vs_return.png",
         title=f"pooled Spearman rho (normalised) = {summary['theory']['spearman']['rho']:.2f}",
         colours=colours(summary),
     )
-    drawn.append(("w1_vs_return.png", "W1 to the expert data against MOPO's return."))
+    drawn.append(("w1_vs_return.png", f"W1 to the expert data against {learner}'s return."))
     return drawn
 
 
@@ -408,6 +416,7 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
     ``("table", header, rows)``, ``("img", file, caption)``."""
     seeds = _seeds(summary)
     n = len(seeds)
+    learner = learner_label(summary)
     head = ["task"] + [label for _, label in columns(summary)]
     ref_head = (
         ["task"]
@@ -422,14 +431,18 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
         (
             "p",
             f"Seeds {', '.join(map(str, seeds))}: each seed is the whole pipeline (stage 1, "
-            f"baselines, MOPO). Every ± below is the std over the {n} seed(s); the spread over "
+            f"baselines, {learner}). Every ± below is the std over the {n} seed(s); the spread over "
             "one seed's evaluation episodes is in results.json.",
         ),
         ("p", data_line(summary) + "."),
         ("p", provenance_line(summary)),
-        ("h2", "Offline return (MOPO, last evaluation; mean ± std over seeds)"),
+        ("h2", f"Offline return ({learner}, last evaluation; mean ± std over seeds)"),
         ("table", head, headline_rows(summary, mark_best=True)),
-        ("h2", "Normalised score (D4RL: 0 = random actions, 100 = the expert; over seeds)"),
+        (
+            "h2",
+            f"Normalised score of {learner}'s return (D4RL: 0 = random actions, 100 = the "
+            "expert; over seeds)",
+        ),
         (
             "p",
             "The expert is the online SAC agent trained on the task in the baselines stage (one "
@@ -438,7 +451,11 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
         ),
         ("table", head, normalised_rows(summary, mark_best=True)),
         *_undefined_scale(summary),
-        ("h2", "Reference returns (online, real env) and the data's own mean return"),
+        (
+            "h2",
+            f"Reference returns (online, real env) and the data's own mean return (the data "
+            f"{learner} trained on)",
+        ),
         (
             "p",
             "Zero action and random actions run the cells' evaluation episodes from the same "
@@ -447,10 +464,13 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
         ("table", ref_head, reference_rows(summary)),
     ]
     if summary.get("paper"):
-        out += [("h2", "The paper's numbers (same layout)"), ("table", head, paper_rows(summary))]
+        out += [
+            ("h2", "The paper's numbers (MOPO, the paper's learner; same layout)"),
+            ("table", head, paper_rows(summary)),
+        ]
     if summary.get("coverage"):
         out += [
-            ("h2", "Coverage (rooms: 4 is the start room)"),
+            ("h2", f"Coverage of the data {learner} trained on (rooms: 4 is the start room)"),
             (
                 "p",
                 "Rooms are numbered 0-8 row by row from the south-west; a transition counts "
@@ -464,12 +484,23 @@ def blocks(summary: dict, figures: list[tuple[str, str]]) -> list[tuple]:
         ]
     theory = summary["theory"]
     out += [
-        ("h2", "Theory check"),
+        ("h2", f"Theory check (returns: {learner}'s)"),
         ("p", theory["metric"] + "."),
-        ("table", ["task", "rho, state-action W1", "rho, feature W1"], spearman_rows(summary)),
         (
             "table",
-            ["task", "data", "W1 state-action", "W1 features", "return", "normalised"],
+            ["task", f"rho(W1, {learner} return), state-action", "rho, feature W1"],
+            spearman_rows(summary),
+        ),
+        (
+            "table",
+            [
+                "task",
+                "data",
+                "W1 state-action",
+                "W1 features",
+                f"{learner} return",
+                "normalised",
+            ],
             theory_rows(summary),
         ),
         ("h2", "Figures"),
