@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +170,13 @@ def test_offline_end_to_end_and_resume(tmp_path, point_root):
     # A second call returns the stored result without recomputing.
     again = run_offline(config, [point_root], tmp_path / "run")
     assert again["last_return"] == result["last_return"]
+    # Replaced data at the same path is another run, not this finished one (it returned the
+    # old result in seconds, without a word).
+    replaced = point_root / "udg" / "point" / "c-v0"
+    shutil.rmtree(replaced)
+    write_dataset(random_episodes("point", 500, 7, 50), point_root, "udg/point/c-v0", "point")
+    with pytest.raises(UdgError, match=r"different config \(data_fingerprint\)"):
+        run_offline(config, [point_root], tmp_path / "run")
 
 
 def test_learning_curve_shades_the_std_over_episodes(tmp_path, monkeypatch):

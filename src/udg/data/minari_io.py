@@ -475,6 +475,21 @@ def find_datasets(paths: Iterable[str | Path], incomplete: bool = False) -> list
     return list(dict.fromkeys(found))
 
 
+def data_fingerprint(paths: Iterable[str | Path]) -> str:
+    """A short hash of the size and modification time of every dataset file at or below
+    ``paths``: finished work keyed on its data's paths alone would be returned again after the
+    datasets there were replaced (a cheap stand-in for hashing the contents)."""
+    import hashlib
+
+    stamps = []
+    for path in find_datasets(paths):
+        data_dir = _data_dir(path)
+        for name in (METADATA_FILE, DATA_FILE):
+            info = (data_dir / name).stat()
+            stamps.append(f"{(data_dir / name).resolve()} {info.st_size} {info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+
+
 def load_datasets(paths: Iterable[str | Path]) -> list[Dataset]:
     """Load every dataset at or below ``paths``; all must be of one env."""
     datasets = [load_dataset(p) for p in find_datasets(paths)]

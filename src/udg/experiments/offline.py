@@ -37,13 +37,14 @@ import numpy as np
 from udg.agents import sac
 from udg.data.collect import timed
 from udg.data.dataset import Dataset
-from udg.data.minari_io import find_datasets, load_datasets
+from udg.data.minari_io import data_fingerprint, env_shapes, find_datasets, load_datasets
 from udg.data.relabel import Ranked, parse_selection, select
 from udg.envs.registry import get_env_spec, observed_columns, predicted_columns
 from udg.envs.tasks import TaskSpec, get_task
 from udg.errors import ConfigError, UdgError
 from udg.evaluation.evaluate import evaluate_groups
 from udg.experiments import runs, tensorboard
+from udg.limits import check_memory
 from udg.offline import ALGO_LABELS, dynamics, mopo
 from udg.offline.learners import ModelFreeConfig
 from udg.seeds import jax_key
@@ -193,9 +194,11 @@ def stored_result(job: CellJob, claim: bool = False) -> dict | None:
     config = job.config
     get_task(config.task)  # an unknown task fails before the folder is made
     parse_selection(config.select)
-    sources = sorted(str(Path(p).resolve()) for p in job.data_paths)
+    run_config = _job_run_config(job)
+    # A run made before udg recorded the data's fingerprint is taken to hold the data as it is.
+    defaults = RUN_DEFAULTS | {"data_fingerprint": run_config["data_fingerprint"]}
     check = runs.open_run if claim else runs.check_run
-    manifest = check(Path(job.out), "offline", _run_config(config, sources), RUN_DEFAULTS)
+    manifest = check(Path(job.out), "offline", run_config, defaults)
     if manifest is not None and manifest.get("status") == "complete":
         result = manifest.get("result")
         if not isinstance(result, dict):
@@ -206,6 +209,15 @@ def stored_result(job: CellJob, claim: bool = False) -> dict | None:
 
 RUN_DEFAULTS = {"algo": "mopo"}
 """What a run's manifest lacks when it was made before udg had other learners."""
+
+
+def _job_run_config(job: CellJob) -> dict:
+    """The manifest's config of ``job``'s run: :func:`_run_config` of its data's folders, and
+    the fingerprint of its data's files (replaced datasets at the same paths are another run,
+    never a finished one to return again)."""
+    sources = sorted(str(Path(p).resolve()) for p in job.data_paths)
+    fingerprint = data_fingerprint(job.data_paths)
+    return _run_config(job.config, sources) | {"data_fingerprint": fingerprint}
 
 
 def _run_config(config: OfflineConfig, sources: list[str]) -> dict:
@@ -238,7 +250,7 @@ def prepare_cell(job: CellJob) -> PreparedCell:
     sources = tuple(sorted(names[r.index] for r in ranking[:k]))
     dims = config.schedule.observation_dims or get_env_spec(task.env).offline_observation_dims
     data = observation_view(selected, dims or selected.obs_dim)
-    run_config = _run_config(config, sorted(str(Path(p).resolve()) for p in job.data_paths))
+    run_config = _job_run_config(job)
     cell = PreparedCell(
         job=job,
         task=task,
@@ -662,6 +674,8 @@ def run_population(
     if algo != "mopo" and model_path is not None:
         raise UdgError(f"--model is a dynamics model for MOPO; --algo {algo} fits none")
     start = time.perf_counter()
+    if algo == "mopo":
+        check_population_memory([jobs[i].config for i in todo])  # before any data is read
     prepared = []
     for i in todo:
         prepared.append(prepare_cell(jobs[i]))
@@ -716,6 +730,23 @@ def claim_cells(jobs: Sequence[CellJob], todo: list[int], prepared: list[Prepare
         runs.write_manifest(cell.out, "offline", "running", cell.run_config)
 
 
+def check_population_memory(configs: Sequence[OfflineConfig]) -> None:
+    """Refuse MOPO cells whose model buffers and rollouts, all on the device at once, exceed
+    the machine's memory (:meth:`MOPOConfig.memory_bytes`)."""
+    need = 0
+    for config in configs:
+        (obs_dim,), (act_dim,) = env_shapes(get_task(config.task).env)
+        dims = min(config.mopo.observation_dims or obs_dim, obs_dim)
+        need += config.mopo.memory_bytes(dims, act_dim)
+    m = configs[0].mopo
+    check_memory(
+        need,
+        f"{len(configs)} MOPO cell(s) with rollouts of {m.rollout_batch_size} x "
+        f"{m.rollout_length} steps kept for {m.model_retain_epochs} epochs",
+        "use a shorter --rollout-length, or fewer cells at once (--population-cells)",
+    )
+
+
 def _model_file(
     cell: PreparedCell, jobs: Sequence[CellJob], model_dir: Path, model_path: Path | None
 ) -> Path:
@@ -733,8 +764,9 @@ def _model_file(
 
 
 def model_fits(results: Sequence[dict]) -> int:
-    """How many distinct dynamics models the cells of ``results`` used."""
-    return len({r["model"] for r in results})
+    """How many distinct dynamics models the cells of ``results`` used (model-free cells
+    use none)."""
+    return len({r["model"] for r in results if r.get("model") is not None})
 
 
 def run_offline(

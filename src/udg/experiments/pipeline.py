@@ -43,7 +43,7 @@ from udg.experiments.generate import (
 )
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
-from udg.experiments.offline import OfflineConfig
+from udg.experiments.offline import OfflineConfig, model_fits
 from udg.experiments.presets import learner_preset, mopo_preset
 from udg.experiments.runs import (
     MANIFEST,
@@ -242,9 +242,9 @@ def run_pipeline(
     if address is not None and executor != "ray":
         raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
     template = _offline_template(config, spec, tasks)
-    for gen in gens.values():  # every stage-1 run of every seed fits in memory
-        check_generate_memory(gen)
-        check_generate_memory(_experts_config(config, spec, gen, tasks))
+    first = next(iter(gens.values()))  # the seeds' stage-1 runs, one after another, differ
+    check_generate_memory(first)  # only in their seed: each fits in memory if the first does
+    check_generate_memory(_experts_config(config, spec, first, tasks))
     out = Path(out)
     fields = _claim(out, config)
     try:
@@ -371,6 +371,7 @@ def _run_claimed(config, spec, gens, tasks, template, out, executor, address, lo
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
         "stage_seconds": _stage_seconds(out, data, cells, results, label),
+        "model_fits": model_fits([results[c.name] for c in cells]),
     }
     atomic_write_json(out / "results.json", summary)
     from udg.experiments.report import write_report
@@ -439,16 +440,17 @@ def pipeline_disk_bytes(config: PipelineConfig) -> int:
     """A lower estimate of the disk a pipeline's datasets take: each seed's stage 1, its
     baselines and its random data (MOPO's files are small beside them)."""
     spec = get_experiment(config.experiment)
-    gens, tasks = _validated(config, spec)
+    # Every seed writes datasets of the same shapes: one seed's, times the seeds.
+    gens, tasks = _validated(dataclasses.replace(config, seeds=1), spec)
+    gen = next(iter(gens.values()))
+    experts = _experts_config(config, spec, gen, tasks)
     total = 0
-    for gen in gens.values():
-        experts = _experts_config(config, spec, gen, tasks)
-        for run in (gen, experts):
-            steps = run.rounds * run.episode_length
-            total += run.num_agents * dataset_bytes(spec.env, steps, run.episode_length)
-        random_steps = gen.num_agents * gen.rounds * gen.episode_length
-        total += dataset_bytes(spec.env, random_steps, gen.episode_length)
-    return total
+    for run in (gen, experts):
+        steps = run.rounds * run.episode_length
+        total += run.num_agents * dataset_bytes(spec.env, steps, run.episode_length)
+    random_steps = gen.num_agents * gen.rounds * gen.episode_length
+    total += dataset_bytes(spec.env, random_steps, gen.episode_length)
+    return config.seeds * total
 
 
 def _make_data(

@@ -238,6 +238,11 @@ def timing_line(summary: dict) -> str:
     if stages:
         parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items())
         line += f" for this invocation (stages as recorded over all runs and seeds: {parts})"
+    if summary.get("model_fits"):  # recorded since stage 2 shares models; none model-free
+        line += (
+            f"; {len(summary['cells'])} stage-2 cells on {summary['model_fits']} dynamics "
+            "model(s), one per distinct dataset and seed"
+        )
     return line
 
 

@@ -129,6 +129,15 @@ class MOPOConfig:
         """Rows of the model buffer: the last ``model_retain_epochs`` refreshes."""
         return self.model_retain_epochs * self.rollout_batch_size * self.rollout_length
 
+    def memory_bytes(self, obs_dim: int, act_dim: int) -> int:
+        """A lower estimate of the device memory one cell holds: its model buffer, and a
+        refresh's rollout (the scanned steps, their reordering and one step's ensemble
+        outputs), in float32."""
+        row = (2 * obs_dim + act_dim + 2) * 4  # observations, next, action, reward, done
+        rollout_rows = self.rollout_length * self.rollout_batch_size
+        ensemble = self.dynamics.ensemble_size * self.rollout_batch_size * 2 * (obs_dim + 1) * 4
+        return self.buffer_capacity * row + 2 * rollout_rows * (row + 12) + ensemble
+
     @property
     def real_rows(self) -> int:
         """Rows of each SAC batch drawn from the data (the first ones); the rest are model
