@@ -11,11 +11,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_free_helpers import (
+    ACT_DIM,
+    BATCH,
+    NUM_MEMBERS,
+    OBS_DIM,
+    assert_trees_close,
+    bandit_greedy_actions,
+    check_members_equal_separate_learners,
+    dense,
+    random_batch,
+    random_stats,
+    reference_actor_mean,
+    reference_adam,
+    reference_q,
+    zeros_like,
+)
 
 from udg.errors import ConfigError
 from udg.offline import iql, model_free
 
-OBS_DIM, ACT_DIM, BATCH, NUM_MEMBERS = 3, 2, 8, 2
+FUNCTIONS = iql.FUNCTIONS
 # A larger learning rate than the paper's, so that one step moves the parameters well beyond
 # the comparison tolerance; a 4-update cosine schedule, so that its decay shows at step 2.
 TINY = iql.IQLConfig(
@@ -31,28 +47,7 @@ TINY = iql.IQLConfig(
 # Jitted: an eager flax init dispatches op by op (seconds on 2 cores).
 CREATE = jax.jit(iql.IQL.create, static_argnums=(1, 2, 3))
 UPDATE = jax.jit(chex.assert_max_traces(iql.update, n=1))
-UPDATE_MEMBERS = jax.jit(functools.partial(iql.update_members, vectorize=True))
-
-
-def random_batch(rng: np.random.Generator, *lead: int) -> dict[str, jnp.ndarray]:
-    shape = (*lead, BATCH)
-    return {
-        # Off-centre and scaled, so that the normalisation matters.
-        "observations": jnp.asarray(2.0 + 3.0 * rng.normal(size=(*shape, OBS_DIM)), jnp.float32),
-        "actions": jnp.asarray(rng.uniform(-1, 1, size=(*shape, ACT_DIM)), jnp.float32),
-        "rewards": jnp.asarray(rng.normal(size=shape), jnp.float32),
-        "next_observations": jnp.asarray(
-            2.0 + 3.0 * rng.normal(size=(*shape, OBS_DIM)), jnp.float32
-        ),
-        "terminations": jnp.asarray(rng.uniform(size=shape) < 0.3, jnp.float32),
-    }
-
-
-def random_stats(rng: np.random.Generator, *lead: int) -> model_free.ObservationStats:
-    return model_free.ObservationStats(
-        mean=jnp.asarray(2.0 + rng.normal(size=(*lead, OBS_DIM)), jnp.float32),
-        std=jnp.asarray(rng.uniform(1.0, 4.0, size=(*lead, OBS_DIM)), jnp.float32),
-    )
+UPDATE_MEMBERS = jax.jit(functools.partial(FUNCTIONS.update_members, vectorize=True))
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +55,13 @@ def learner() -> iql.IQL:
     return CREATE(jax.random.key(0), OBS_DIM, ACT_DIM, TINY, random_stats(np.random.default_rng(0)))
 
 
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    chex.assert_trees_all_equal_structs(a, b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
-
-
-def index(tree, k: int):
-    """Member k of every leaf (through NumPy: eager jax slicing compiles per leaf shape)."""
-    return jax.tree.map(lambda x: np.asarray(x)[k], tree)
-
-
 # ------------------------------------------------------------- the hand-written reference
-
-
-def dense(p, x):
-    return x @ p["kernel"] + p["bias"]
 
 
 def reference_actor(params, observations):
     """(mean, std) of the Gaussian policy."""
-    p = params["params"]
-    h = jax.nn.relu(dense(p["MLP_0"]["Dense_0"], observations))
-    h = jax.nn.relu(dense(p["MLP_0"]["Dense_1"], h))
-    return jnp.tanh(dense(p["Dense_0"], h)), jnp.exp(jnp.clip(p["log_std"], -5.0, 2.0))
+    std = jnp.exp(jnp.clip(params["params"]["log_std"], -5.0, 2.0))
+    return reference_actor_mean(params, observations), std
 
 
 def reference_value(params, observations):
@@ -90,34 +69,6 @@ def reference_value(params, observations):
     h = jax.nn.relu(dense(p["Dense_0"], observations))
     h = jax.nn.relu(dense(p["Dense_1"], h))
     return dense(p["Dense_2"], h)[:, 0]
-
-
-def reference_q(params, j, observations, actions):
-    """Critic j on the concatenation [s, a] (the module splits its first layer in two)."""
-    p = jax.tree.map(lambda x: x[j], params["params"]["VmapStateActionValue_0"])
-    first = jnp.concatenate([p["observation_layer"]["kernel"], p["action_layer"]["kernel"]])
-    inputs = jnp.concatenate([observations, actions], -1)
-    h = jax.nn.relu(inputs @ first + p["observation_layer"]["bias"])
-    h = jax.nn.relu(dense(p["MLP_0"]["Dense_0"], h))
-    return dense(p["output_layer"], h)[:, 0]
-
-
-def reference_adam(params, grads, moments, count, lr, b1=0.9, b2=0.999, eps=1e-8):
-    """Adam (Kingma & Ba 2015) by hand; ``count`` is the step number, from 1."""
-    m, v = moments
-    m = jax.tree.map(lambda m_, g: b1 * m_ + (1 - b1) * g, m, grads)
-    v = jax.tree.map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, v, grads)
-    new = jax.tree.map(
-        lambda p, m_, v_: p - lr * (m_ / (1 - b1**count)) / (jnp.sqrt(v_ / (1 - b2**count)) + eps),
-        params,
-        m,
-        v,
-    )
-    return new, (m, v)
-
-
-def zeros_like(tree):
-    return (jax.tree.map(jnp.zeros_like, tree), jax.tree.map(jnp.zeros_like, tree))
 
 
 def reference_two_steps(learner, batches):
@@ -206,30 +157,12 @@ def test_jitted_update_does_not_retrace(learner):
 
 
 def test_population_update_equals_separate_updates():
-    rng = np.random.default_rng(4)
-    keys = jax.random.split(jax.random.key(5), NUM_MEMBERS)
-    stats = random_stats(rng, NUM_MEMBERS)  # each member its own normalisation
-    members = iql.create_members(keys, OBS_DIM, ACT_DIM, TINY, stats)
+    members = check_members_equal_separate_learners(FUNCTIONS, CREATE, UPDATE, UPDATE_MEMBERS, TINY)
     assert members.value_params["params"]["MLP_0"]["Dense_2"]["kernel"].shape == (
         NUM_MEMBERS,
         32,
         1,
     )
-    first = CREATE(keys[0], OBS_DIM, ACT_DIM, TINY, index(stats, 0))
-    assert_trees_close(index(members, 0), first)
-
-    batches = random_batch(rng, NUM_MEMBERS)
-    key1, key2 = jax.random.key(6), jax.random.key(7)
-    new, _ = UPDATE_MEMBERS(members, batches, key1)
-    new, metrics = UPDATE_MEMBERS(new, batches, key2)
-    keys1, keys2 = jax.random.split(key1, NUM_MEMBERS), jax.random.split(key2, NUM_MEMBERS)
-    for k in range(NUM_MEMBERS):
-        state, _ = UPDATE(index(members, k), index(batches, k), keys1[k])
-        state, single_metrics = UPDATE(state, index(batches, k), keys2[k])
-        assert_trees_close(index(new, k), state)
-        assert_trees_close(index(metrics, k), single_metrics)
-    kernels = new.actor_params["params"]["Dense_0"]["kernel"]
-    assert not np.allclose(kernels[0], kernels[1])  # the test can fail
 
 
 # ------------------------------------------------------------------- policy and helpers
@@ -237,7 +170,7 @@ def test_population_update_equals_separate_updates():
 
 def test_act_is_the_tanh_mean_of_normalised_observations(learner):
     observations = jnp.asarray(np.random.default_rng(11).normal(size=(5, OBS_DIM)) * 10)
-    actions = iql.act(learner, observations)
+    actions = FUNCTIONS.act(learner, observations)
     normalized = (observations - learner.obs_stats.mean) / learner.obs_stats.std
     mean, _ = reference_actor(learner.actor_params, normalized)
     np.testing.assert_allclose(actions, mean, rtol=1e-5, atol=1e-6)
@@ -277,24 +210,6 @@ def test_config_validation():
 # ------------------------------------------------------------------------------ learning
 
 
-def bandit_data(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
-    """A one-step problem: s ~ U(-1, 1), reward 1 - 10 (a - 0.5 s)^2, every step terminal.
-    Half the data from a noisy good policy (0.5 s + N(0, 0.1^2)), half uniform random
-    actions."""
-    observations = rng.uniform(-1, 1, size=(size, 1))
-    good = np.clip(0.5 * observations + 0.1 * rng.normal(size=(size, 1)), -1, 1)
-    actions = np.where(rng.uniform(size=(size, 1)) < 0.5, good, rng.uniform(-1, 1, (size, 1)))
-    return {
-        "observations": observations.astype(np.float32),
-        "actions": actions.astype(np.float32),
-        "rewards": (1.0 - 10.0 * (actions[:, 0] - 0.5 * observations[:, 0]) ** 2).astype(
-            np.float32
-        ),
-        "next_observations": observations.astype(np.float32),
-        "terminations": np.ones(size, np.float32),
-    }
-
-
 def test_iql_learns_the_best_action_of_a_bandit():
     updates = 500
     config = iql.IQLConfig(
@@ -305,15 +220,5 @@ def test_iql_learns_the_best_action_of_a_bandit():
         value_lr=1e-3,
         num_updates=updates,
     )
-    rng = np.random.default_rng(0)
-    data = bandit_data(rng, 4096)
-    stats = model_free.observation_stats(data["observations"])
-    state = CREATE(jax.random.key(0), 1, 1, config, stats)
-    key = jax.random.key(1)
-    for _ in range(2):  # 2 x 250 updates
-        idx = rng.integers(0, len(data["rewards"]), size=(updates // 2, config.batch_size))
-        key, update_key = jax.random.split(key)
-        state, _ = iql.jit_update_n(state, {k: v[idx] for k, v in data.items()}, update_key)
-    test_obs = jnp.linspace(-0.9, 0.9, 7)[:, None]
-    greedy = iql.jit_act(state, test_obs)
+    test_obs, greedy = bandit_greedy_actions(FUNCTIONS, CREATE, config, updates)  # 2 x 250
     np.testing.assert_allclose(greedy[:, 0], 0.5 * test_obs[:, 0], atol=0.1)

@@ -49,7 +49,11 @@ def test_offline_run_loads_a_policy_that_acts_as_the_saved_one(runs):
     root, _, result = runs
     run = load_run(root / "offline")
     assert (run.kind, run.status, run.result) == ("offline", "complete", result)
-    assert {k: v for k, v in run.config.items() if k != "data"} == config_dict(OFFLINE)
+    # The manifest holds MOPO's settings under the learner's name, the data's folders and the
+    # fingerprint of its files besides the config.
+    expected = {k: v for k, v in config_dict(OFFLINE).items() if k != "learner"} | {"algo": "mopo"}
+    stored = {k: v for k, v in run.config.items() if k not in ("data", "data_fingerprint")}
+    assert stored == expected and len(run.config["data_fingerprint"]) == 16
     policy = run.load_policy()
     assert sac.to_bytes(policy) == (root / "offline" / "policy.msgpack").read_bytes()
     # The checkpoint holds the run's population of one.

@@ -15,8 +15,24 @@ from udg.data.collect import random_episodes
 from udg.data.minari_io import dataset_id_for, write_dataset
 from udg.experiments.offline import OfflineConfig, run_offline
 from udg.experiments.runs import config_dict, write_manifest
+from udg.offline import iql, td3bc
+from udg.offline.learners import ModelFreeConfig
 
 OFFLINE = OfflineConfig(task="point-angle-0", select="top1", mopo=TINY_MOPO, eval_episode_length=20)
+# TINY_MOPO's schedule (4 epochs of 20 updates, evaluated at epochs 2 and 4 on 2 episodes) with
+# a model-free learner of 16-wide networks.
+SCHEDULE = {"epochs": 4, "steps_per_epoch": 20, "eval_every": 2, "eval_episodes": 2}
+MODEL_FREE = {
+    name: OfflineConfig(
+        task="point-angle-0",
+        select="top1",
+        eval_episode_length=20,
+        learner=ModelFreeConfig(
+            learner=config(hidden_dims=(16, 16), batch_size=32), checkpoint_every=2, **SCHEDULE
+        ),
+    )
+    for name, config in (("td3bc", td3bc.TD3BCConfig), ("iql", iql.IQLConfig))
+}
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -99,6 +115,53 @@ def test_evaluate_replays_the_runs_last_evaluation_episode_by_episode(runs, caps
         "3",
     )
     assert status == 0 and "point-angle-90" in stdout and "mean return" in stdout
+
+
+@pytest.fixture(scope="module")
+def model_free_runs(runs):
+    """A tiny finished TD3+BC run and IQL run on the offline run's data."""
+    root = runs["root"]
+    for algo, config in MODEL_FREE.items():
+        run_offline(config, [root / "data"], root / algo / "seed0")
+    return {algo: root / algo / "seed0" for algo in MODEL_FREE}
+
+
+@pytest.mark.parametrize("algo", ["td3bc", "iql"])
+def test_evaluate_replays_a_model_free_runs_last_evaluation(model_free_runs, capsys, algo):
+    path = model_free_runs[algo]
+    result = json.loads((path / "result.json").read_text())
+    assert result["algo"] == algo
+    status, stdout, _ = run(capsys, "evaluate", str(path), "--episodes", "2", "--json")
+    assert status == 0
+    summary = json.loads(stdout)
+    assert summary["task"] == "point-angle-0" and len(summary["episodes"]) == 2
+    assert summary["mean_return"] == pytest.approx(result["last_return"], rel=1e-5, abs=1e-6)
+
+
+def test_plot_draws_model_free_runs_beside_mopos(runs, model_free_runs, capsys, monkeypatch):
+    from udg.experiments import plots
+
+    drawn = {}
+    real = plots.plot_learning_curves
+    monkeypatch.setattr(
+        plots,
+        "plot_learning_curves",
+        lambda steps, curves, *a, **k: (
+            drawn.update(steps=steps, curves=curves) or real(steps, curves, *a, **k)
+        ),
+    )
+    out = runs["root"] / "figs" / "learners.png"
+    paths = [runs["offline"], model_free_runs["td3bc"], model_free_runs["iql"]]
+    status, stdout, _ = run(capsys, "plot", *map(str, paths), "--out", str(out), "--json")
+    assert status == 0 and out.read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads(stdout)
+    assert [r["run"] for r in summary["runs"]] == ["udg-top1/seed0", "td3bc/seed0", "iql/seed0"]
+    np.testing.assert_array_equal(drawn["steps"], [40, 80])  # the same 20 updates an epoch
+    for path, row in zip(paths, summary["runs"], strict=True):
+        result = json.loads((path / "result.json").read_text())
+        assert row["last"] == pytest.approx(result["last_return"])
+        curve = drawn["curves"][row["run"]]
+        assert len(curve) == 2 and curve[-1] == pytest.approx(result["last_return"])
 
 
 def test_diversity_tables_the_agents_against_random_policies(runs, capsys):

@@ -67,9 +67,29 @@ def _curve(run: RunFolder) -> dict[str, np.ndarray]:
     }
 
 
+def _schedule_field(run: RunFolder, name: str) -> int:
+    """An integer of the run's learner schedule (MOPO's or the model-free learner's)."""
+    try:
+        return int(run.schedule[name])
+    except (KeyError, TypeError, ValueError):
+        raise UdgError(f"{run.path}/manifest.json names no {name} of its {run.algo} run") from None
+
+
+def _greedy_actions(run: RunFolder):
+    """The jitted deterministic policy of the run's learner: ``(policy, observations [n, o])
+    -> actions [n, a]``."""
+    if run.algo == "mopo":
+        from udg.agents import sac
+
+        return sac.jit_greedy_actions_single
+    from udg.offline import learners
+
+    return learners.get_learner(run.algo).functions.jit_act
+
+
 def plot_runs(paths: Sequence[Path], out: Path, title: str = "", as_json: bool = False) -> dict:
-    """Draw the learning curves of offline runs in one figure (x: SAC updates) and print each
-    run's last, best and mean-of-the-last-quarter evaluation return."""
+    """Draw the learning curves of offline runs (MOPO's, TD3+BC's or IQL's) in one figure (x:
+    updates) and print each run's last, best and mean-of-the-last-quarter evaluation return."""
     from udg.experiments.plots import plot_learning_curves
 
     if not paths:
@@ -84,12 +104,9 @@ def plot_runs(paths: Sequence[Path], out: Path, title: str = "", as_json: bool =
     epochs = next(iter(curves.values()))["epoch"]
     if any(not np.array_equal(c["epoch"], epochs) for c in curves.values()):
         raise UdgError("the runs were evaluated at different epochs; plot them apart")
-    try:
-        updates = {int(r.config["mopo"]["steps_per_epoch"]) for r in runs}
-    except (KeyError, TypeError, ValueError):
-        raise UdgError("a run's manifest names no mopo.steps_per_epoch") from None
+    updates = {_schedule_field(r, "steps_per_epoch") for r in runs}
     if len(updates) > 1:
-        raise UdgError(f"the runs' epochs differ in length: {sorted(updates)} SAC updates")
+        raise UdgError(f"the runs' epochs differ in length: {sorted(updates)} updates")
     plot_learning_curves(
         epochs * updates.pop(),
         {name: c["return"] for name, c in curves.items()},
@@ -137,11 +154,11 @@ def evaluate_run(
     episode_length: int | None = None,
     as_json: bool = False,
 ) -> dict:
-    """Run an offline run's saved policy deterministically in the real env; print each
-    episode's steps, termination, displacement of the first two feature columns and return."""
+    """Run an offline run's saved policy (MOPO's, TD3+BC's or IQL's) deterministically in the
+    real env; print each episode's steps, termination, displacement of the first two feature
+    columns and return."""
     import jax.numpy as jnp
 
-    from udg.agents import sac
     from udg.data.collect import run_episodes
     from udg.envs import get_env_spec, get_task, make_env
     from udg.seeds import int_seeds
@@ -149,10 +166,10 @@ def evaluate_run(
     run = _finished(Path(path), "offline")
     try:
         own = get_task(run.config["task"])
-        epochs = int(run.config["mopo"]["epochs"])
         own_seed = int(run.config["seed"])
     except (KeyError, TypeError, ValueError):
-        raise UdgError(f"{path}/manifest.json names no task, seed or mopo.epochs") from None
+        raise UdgError(f"{path}/manifest.json names no task or seed") from None
+    epochs = _schedule_field(run, "epochs")
     spec = get_task(task) if task is not None else own
     if spec.env != own.env:
         raise UdgError(f"task {spec.name} is for {spec.env}; the run's policy acts in {own.env}")
@@ -170,7 +187,7 @@ def evaluate_run(
         f"--episodes {episodes} played at once",
         "use fewer --episodes or a shorter --episode-length",
     )
-    policy = run.load_policy()
+    policy, greedy = run.load_policy(), _greedy_actions(run)
     dims = int(run.result["observation_dims"])
     # The default replays the run's last evaluation: its seed's stream at its last epoch.
     reset_seeds = (
@@ -182,9 +199,7 @@ def evaluate_run(
     try:
         played = run_episodes(
             envs,
-            lambda obs, t: np.asarray(
-                sac.jit_greedy_actions_single(policy, jnp.asarray(obs[:, :dims], jnp.float32))
-            ),
+            lambda obs, t: np.asarray(greedy(policy, jnp.asarray(obs[:, :dims], jnp.float32))),
             reset_seeds,
         )
     finally:

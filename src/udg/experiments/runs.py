@@ -258,10 +258,29 @@ class RunFolder:
         except (ValueError, OSError) as err:
             raise UdgError(f"cannot load dynamics model {err}") from None
 
+    @property
+    def algo(self) -> str:
+        """An offline run's learner, ``mopo``, ``td3bc`` or ``iql`` (its manifest's ``algo``;
+        a run made before udg had other learners is MOPO's)."""
+        self._require("offline")
+        return str(self.config.get("algo", "mopo"))
+
+    @property
+    def schedule(self) -> dict:
+        """An offline run's learner settings that every learner has (``epochs``,
+        ``steps_per_epoch``, ``eval_every``, ...): its manifest's ``mopo`` block, or its
+        ``learner`` block for a model-free learner."""
+        block = "mopo" if self.algo == "mopo" else "learner"
+        schedule = self.config.get(block)
+        if not isinstance(schedule, dict):
+            raise UdgError(f"{self.path}/{MANIFEST} has no {block} settings")
+        return schedule
+
     def load_policy(self):
-        """An offline run's final SAC policy (``policy.msgpack``), restored into an agent made
-        from the run's stored SAC config; it acts on the first ``observation_dims`` entries of
-        the env's observations (the result's)."""
+        """An offline run's final policy (``policy.msgpack``): MOPO's SAC agent, or the TD3+BC
+        or IQL learner (:attr:`algo`), restored into a template made from the run's stored
+        config; it acts on the first ``observation_dims`` entries of the env's observations
+        (the result's), and a model-free learner normalises them itself."""
         import jax
 
         from udg.agents import sac
@@ -273,16 +292,31 @@ class RunFolder:
         if not self.result or "observation_dims" not in self.result:
             raise UdgError(f"{self.path} has no result with observation_dims")
         try:
-            fields = {f.name for f in dataclasses.fields(sac.SACConfig)}
-            stored = self.config["mopo"]["sac"]
-            config = sac.SACConfig(**{k: v for k, v in stored.items() if k in fields})
+            obs_dim = int(self.result["observation_dims"])
             act_dim = env_shapes(get_task(self.config["task"]).env)[1][0]
-            template = sac.SAC.create(
-                config, jax.random.key(0), int(self.result["observation_dims"]), act_dim
-            )
+            key = jax.random.key(0)
+            if self.algo == "mopo":
+                config = _stored_config(sac.SACConfig, self.config["mopo"]["sac"])
+                template = sac.SAC.create(config, key, obs_dim, act_dim)
+            else:
+                from udg.offline import learners, model_free
+
+                learner = learners.get_learner(self.algo)
+                config = _stored_config(learner.config, self.schedule["learner"])
+                # Any stats of the right shape: the stored ones replace them.
+                stats = model_free.ObservationStats.identity(obs_dim)
+                template = learner.functions.create(
+                    key, obs_dim, act_dim, config, stats if config.normalize_observations else None
+                )
             return sac.from_bytes(template, data)
         except (KeyError, TypeError, ValueError) as err:
             raise UdgError(f"cannot load the policy of {self.path}: {err}") from None
+
+
+def _stored_config(config_type: type, stored: dict):
+    """``config_type`` from a manifest's dict of it (fields it no longer has are dropped)."""
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in stored.items() if k in fields})
 
 
 def load_run(path: str | os.PathLike[str]) -> RunFolder:

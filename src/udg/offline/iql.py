@@ -4,10 +4,12 @@ extracted by advantage-weighted regression, so that no action outside the data i
 
 One learner is an `IQL` pytree (actor, twin critics and their target, value, optimiser states,
 observation statistics, step counter) whose config is a static field; a population is the same
-pytree with a leading member axis on every leaf (`create_members`, `update_members`), as stage
-1's SAC agents and MOPO's cells. `update(state, batch, key) -> (state, metrics)` is one
-iteration; batches hold raw observations, which the learner normalises (when configured), and
-`act` normalises too, so evaluation passes the environment's observations.
+pytree with a leading member axis on every leaf (`FUNCTIONS.create_members`,
+`FUNCTIONS.update_members`: `model_free.LearnerFunctions`, built from this module's networks,
+update and policy), as stage 1's SAC agents and MOPO's cells. `update(state, batch, key) ->
+(state, metrics)` is one iteration; batches hold raw observations, which the learner normalises
+(when configured), and `FUNCTIONS.act` normalises too, so evaluation passes the environment's
+observations.
 
 Follows the authors' code, ikostrikov/implicit_q_learning ``learner.py``, ``critic.py``,
 ``actor.py``, ``policy.py`` and ``configs/mujoco_config.py`` (jaxrl's IQL): its locomotion
@@ -36,7 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -211,65 +212,29 @@ class IQL(struct.PyTreeNode):
         config: IQLConfig,
         obs_stats: ObservationStats | None = None,
     ) -> IQL:
-        """Fresh learner; the target critics start equal to the critics. ``obs_stats``
-        (`model_free.observation_stats` of the dataset) is required when the config normalises
-        observations and refused when it does not."""
-        model_free.check_dims(obs_dim, act_dim)
-        stats = model_free.initial_stats(config.normalize_observations, obs_stats, obs_dim)
-        return _create(key, obs_dim, act_dim, config, stats)
+        """Fresh learner (`model_free.LearnerFunctions.create`); the target critics start equal
+        to the critics."""
+        return FUNCTIONS.create(key, obs_dim, act_dim, config, obs_stats)
 
 
-def _create(
-    key: jax.Array, obs_dim: int, act_dim: int, config: IQLConfig, obs_stats: ObservationStats
-) -> IQL:
+def _init(
+    key: jax.Array, config: IQLConfig, observations: jax.Array, actions: jax.Array
+) -> dict[str, Any]:
+    """A fresh learner's networks, target critics and optimiser states, from example inputs."""
     actor_key, critic_key, value_key = jax.random.split(key, 3)
-    observations = jnp.zeros((1, obs_dim), jnp.float32)
-    actions = jnp.zeros((1, act_dim), jnp.float32)
-    actor_params = _actor_def(config, act_dim).init(actor_key, observations)
+    actor_params = _actor_def(config, actions.shape[-1]).init(actor_key, observations)
     critic_params = _critic_def(config).init(critic_key, observations, actions)
     value_params = _value_def(config).init(value_key, observations)
-    return IQL(
-        actor_params=actor_params,
-        critic_params=critic_params,
+    return {
+        "actor_params": actor_params,
+        "critic_params": critic_params,
         # A copy, not an alias: donating a state whose two fields share a buffer fails.
-        target_critic_params=jax.tree.map(jnp.copy, critic_params),
-        value_params=value_params,
-        actor_opt_state=_actor_optimizer(config).init(actor_params),
-        critic_opt_state=optax.adam(config.critic_lr).init(critic_params),
-        value_opt_state=optax.adam(config.value_lr).init(value_params),
-        # Copies: the caller's stats must survive the donation of this state to an update.
-        obs_stats=ObservationStats(
-            mean=jnp.array(obs_stats.mean, jnp.float32),
-            std=jnp.array(obs_stats.std, jnp.float32),
-        ),
-        step=jnp.zeros((), jnp.int32),
-        config=config,
-        act_dim=act_dim,
-    )
-
-
-def create_members(
-    keys: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config: IQLConfig,
-    obs_stats: ObservationStats | None = None,
-) -> IQL:
-    """One learner per key on a leading member axis: member k equals
-    ``IQL.create(keys[k], obs_dim, act_dim, config, stats_k)``, where ``obs_stats`` leaves are
-    ``[o]`` (shared) or ``[K, o]`` (each member's own, e.g. cells on different datasets)."""
-    model_free.check_dims(obs_dim, act_dim)
-    stats = model_free.initial_stats(config.normalize_observations, obs_stats, obs_dim)
-    stats = model_free.member_stats(stats, len(keys), obs_dim)
-    return _create_members(keys, obs_dim, act_dim, config, stats)
-
-
-@partial(jax.jit, static_argnums=(1, 2, 3))
-def _create_members(
-    keys: jax.Array, obs_dim: int, act_dim: int, config: IQLConfig, stats: ObservationStats
-) -> IQL:
-    # Jitted because eager flax init under vmap dispatches hundreds of tiny ops.
-    return jax.vmap(lambda k, s: _create(k, obs_dim, act_dim, config, s))(keys, stats)
+        "target_critic_params": jax.tree.map(jnp.copy, critic_params),
+        "value_params": value_params,
+        "actor_opt_state": _actor_optimizer(config).init(actor_params),
+        "critic_opt_state": optax.adam(config.critic_lr).init(critic_params),
+        "value_opt_state": optax.adam(config.value_lr).init(value_params),
+    }
 
 
 def update(state: IQL, batch: Batch, key: jax.Array) -> tuple[IQL, Metrics]:
@@ -292,42 +257,32 @@ def update(state: IQL, batch: Batch, key: jax.Array) -> tuple[IQL, Metrics]:
         v = value_def.apply(value_params, observations)  # [B]
         return jnp.mean(expectile_loss(target_q - v, config.expectile)), v
 
-    (value_loss, v), value_grads = jax.value_and_grad(value_loss_fn, has_aux=True)(
-        state.value_params
+    value_params, value_opt_state, value_loss, v = model_free.gradient_step(
+        value_loss_fn, state.value_params, state.value_opt_state, optax.adam(config.value_lr)
     )
-    value_updates, value_opt_state = optax.adam(config.value_lr).update(
-        value_grads, state.value_opt_state
-    )
-    value_params = optax.apply_updates(state.value_params, value_updates)
 
     # The advantage of the data's actions under the updated value (as jaxrl's IQL does).
     advantage = target_q - value_def.apply(value_params, observations)  # [B]
     weights = jnp.minimum(jnp.exp(config.temperature * advantage), config.max_weight)  # [B]
 
-    def actor_loss_fn(actor_params: Any) -> jax.Array:
+    def actor_loss_fn(actor_params: Any) -> tuple[jax.Array, None]:
         mean, log_std = actor_def.apply(actor_params, observations)
-        return -jnp.mean(weights * gaussian_log_prob(mean, log_std, actions))
+        return -jnp.mean(weights * gaussian_log_prob(mean, log_std, actions)), None
 
-    actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor_params)
-    actor_updates, actor_opt_state = _actor_optimizer(config).update(
-        actor_grads, state.actor_opt_state
+    actor_params, actor_opt_state, actor_loss, _ = model_free.gradient_step(
+        actor_loss_fn, state.actor_params, state.actor_opt_state, _actor_optimizer(config)
     )
-    actor_params = optax.apply_updates(state.actor_params, actor_updates)
 
     next_v = value_def.apply(value_params, next_observations)  # [B]
     q_target = batch["rewards"] + config.gamma * (1.0 - batch["terminations"]) * next_v  # [B]
 
     def critic_loss_fn(critic_params: Any) -> tuple[jax.Array, jax.Array]:
         qs = critic_def.apply(critic_params, observations, actions)  # [2, B]
-        return jnp.sum(jnp.mean(jnp.square(qs - q_target), axis=1)), qs
+        return model_free.twin_critic_loss(qs, q_target), qs
 
-    (critic_loss, qs), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-        state.critic_params
+    critic_params, critic_opt_state, critic_loss, qs = model_free.gradient_step(
+        critic_loss_fn, state.critic_params, state.critic_opt_state, optax.adam(config.critic_lr)
     )
-    critic_updates, critic_opt_state = optax.adam(config.critic_lr).update(
-        critic_grads, state.critic_opt_state
-    )
-    critic_params = optax.apply_updates(state.critic_params, critic_updates)
     target_critic_params = optax.incremental_update(
         critic_params, state.target_critic_params, config.tau
     )
@@ -358,66 +313,13 @@ def update(state: IQL, batch: Batch, key: jax.Array) -> tuple[IQL, Metrics]:
     return new_state, metrics
 
 
-def update_n(state: IQL, batches: Batch, key: jax.Array) -> tuple[IQL, Metrics]:
-    """`update` over N batches (``[N, B, ...]``) in one ``lax.scan``; metrics are means over
-    the N steps."""
-    state, metrics = model_free.scan_updates(update, state, batches, key)
-    return state, mean_metrics(metrics)
-
-
-def mean_metrics(metrics: Metrics) -> Metrics:
-    """Means over the leading step axis of `update`'s metrics (``[N]`` each)."""
-    return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-
-
-def update_members(
-    states: IQL,
-    batches: Batch,
-    key: jax.Array,
-    *,
-    vectorize: bool | None = None,
-    shard: bool = True,
-) -> tuple[IQL, Metrics]:
-    """`update` for every member on its own batch (``[K, B, ...]``); member k uses
-    ``jax.random.split(key, K)[k]``; metrics ``[K]``. ``vectorize``, ``shard``: see
-    `udg.agents.sac.over_members` (True: ``jax.vmap``)."""
-    return model_free.over_members(update, states, batches, key, vectorize, shard)
-
-
-def update_members_n(
-    states: IQL,
-    batches: Batch,
-    key: jax.Array,
-    *,
-    vectorize: bool | None = None,
-    shard: bool = True,
-) -> tuple[IQL, Metrics]:
-    """`update_n` for every member on its own N batches (``[K, N, B, ...]``); metrics ``[K]``."""
-    return model_free.over_members(update_n, states, batches, key, vectorize, shard)
-
-
-def act(state: IQL, observations: jax.Array) -> jax.Array:
-    """The greedy actions tanh(mean) ``[n, a]`` for raw observations ``[n, o]`` (the learner
-    normalises them)."""
-    normalized = state.obs_stats.normalize(observations)
-    mean, _ = _actor_def(state.config, state.act_dim).apply(state.actor_params, normalized)
+def _policy(state: IQL, observations: jax.Array) -> jax.Array:
+    """The greedy actions tanh(mean) ``[n, a]`` for normalised observations ``[n, o]``."""
+    mean, _ = _actor_def(state.config, state.act_dim).apply(state.actor_params, observations)
     return mean
 
 
-def act_members(states: IQL, observations: jax.Array) -> jax.Array:
-    """Each member's greedy actions ``[K, n, a]`` for its own raw observations ``[K, n, o]``."""
-    return jax.vmap(act)(states, observations)
-
-
-# Ready-jitted entry points; the config is static pytree metadata, so each traces once per
-# (config, shapes). The updates donate the incoming state: do not touch it afterwards.
-jit_update = jax.jit(update, donate_argnums=0)
-jit_update_n = jax.jit(update_n, donate_argnums=0)
-jit_update_members = jax.jit(
-    update_members, donate_argnums=0, static_argnames=("vectorize", "shard")
-)
-jit_update_members_n = jax.jit(
-    update_members_n, donate_argnums=0, static_argnames=("vectorize", "shard")
-)
-jit_act = jax.jit(act)
-jit_act_members = jax.jit(act_members)
+FUNCTIONS = model_free.LearnerFunctions(IQL, _init, update, _policy)
+"""IQL's ``create``, ``create_members``, ``update_n``, ``update_members(_n)``, ``act(_members)``
+and their jitted forms (``jit_update``, ...), its metrics averaged over the steps:
+`model_free.LearnerFunctions`."""

@@ -26,7 +26,7 @@ from flax import struct
 
 from udg.agents import sac
 from udg.errors import ConfigError, unknown_name
-from udg.offline import ALGO_LABELS, iql, td3bc
+from udg.offline import ALGO_LABELS, iql, model_free, td3bc
 from udg.offline.model_free import Batch, Metrics
 from udg.offline.mopo import RealData
 
@@ -39,14 +39,8 @@ class Learner:
     """Its name in :data:`udg.offline.ALGOS`."""
     config: type
     """Its config class."""
-    create_members: Callable[..., Any]
-    """``(keys [K], obs_dim, act_dim, config, obs_stats) -> population``."""
-    update: Callable[[Any, Batch, jax.Array], tuple[Any, Metrics]]
-    """One update of one learner."""
-    act_members: Callable[[Any, jax.Array], jax.Array]
-    """Each member's deterministic actions for its own raw observations ``[K, n, o]``."""
-    mean_metrics: Callable[[Metrics], Metrics]
-    """An epoch's metrics (``[N]`` each) reduced to one value each."""
+    functions: model_free.LearnerFunctions
+    """Its functions: creation, update, policy, metrics' reduction."""
     curve_metrics: tuple[str, ...]
     """The metrics each learning-curve row keeps beside the evaluation."""
 
@@ -54,24 +48,20 @@ class Learner:
     def label(self) -> str:
         return ALGO_LABELS[self.algo]
 
+    @property
+    def create_members(self) -> Callable[..., Any]:
+        """``(keys [K], obs_dim, act_dim, config, obs_stats) -> population``."""
+        return self.functions.create_members
+
 
 LEARNERS: dict[str, Learner] = {
     "td3bc": Learner(
-        "td3bc",
-        td3bc.TD3BCConfig,
-        td3bc.create_members,
-        td3bc.update,
-        td3bc.act_members,
-        td3bc.mean_metrics,
-        ("q", "critic_loss", "bc_loss", "lambda"),
+        "td3bc", td3bc.TD3BCConfig, td3bc.FUNCTIONS, ("q", "critic_loss", "bc_loss", "lambda")
     ),
     "iql": Learner(
         "iql",
         iql.IQLConfig,
-        iql.create_members,
-        iql.update,
-        iql.act_members,
-        iql.mean_metrics,
+        iql.FUNCTIONS,
         ("q", "v", "critic_loss", "value_loss", "actor_loss"),
     ),
 }
@@ -191,15 +181,15 @@ def epoch(
     """``steps_per_epoch`` updates of one cell in one ``lax.scan``; update ``t`` splits
     ``fold_in(key, t)`` into its batch's key and its update's key. Metrics: the learner's
     ``mean_metrics`` over the epoch."""
-    learner = get_learner(config.algo)
+    functions = get_learner(config.algo).functions
 
     def one_update(state: Any, t: jax.Array) -> tuple[Any, Metrics]:
         batch_key, update_key = jax.random.split(jax.random.fold_in(key, t))
         batch = sample_batch(cell, data, config.learner.batch_size, batch_key)
-        return learner.update(state, batch, update_key)
+        return functions.update(state, batch, update_key)
 
     state, metrics = jax.lax.scan(one_update, cell.learner, jnp.arange(config.steps_per_epoch))
-    return cell.replace(learner=state), learner.mean_metrics(metrics)
+    return cell.replace(learner=state), functions.mean_metrics(metrics)
 
 
 def population_epoch(
@@ -227,4 +217,4 @@ def epoch_kernel(config: ModelFreeConfig, vectorize: bool | None = None) -> Call
 
 def act_kernel(config: ModelFreeConfig) -> Callable:
     """Every cell's deterministic actions for its own raw observations (``[C, n, o]``), jitted."""
-    return jax.jit(get_learner(config.algo).act_members)
+    return get_learner(config.algo).functions.jit_act_members

@@ -3,13 +3,15 @@ cloning term, over observations normalised by the dataset's statistics.
 
 One learner is a `TD3BC` pytree (actor, twin critics, their targets, optimiser states, the
 observation statistics, a step counter) whose config is a static field; a population is the same
-pytree with a leading member axis on every leaf (`create_members`, `update_members`), as stage
-1's SAC agents and MOPO's cells. `update(state, batch, key) -> (state, metrics)` is one TD3+BC
-iteration: the critic step always, the actor step and the Polyak averaging of both targets only
+pytree with a leading member axis on every leaf (`FUNCTIONS.create_members`,
+`FUNCTIONS.update_members`: `model_free.LearnerFunctions`, built from this module's networks,
+update and policy), as stage 1's SAC agents and MOPO's cells. `update(state, batch, key) ->
+(state, metrics)` is one TD3+BC iteration: the critic step always, the actor step and the Polyak averaging of both targets only
 when the new step count is a multiple of `policy_delay`, chosen by `lax.cond` on the traced
 counter, so one compiled update serves every step (under `jax.vmap` the cond becomes a select:
 both branches run, the same numbers come out). Batches hold raw observations; the learner
-normalises them, and `act` normalises too, so evaluation passes the environment's observations.
+normalises them, and `FUNCTIONS.act` normalises too, so evaluation passes the environment's
+observations.
 
 Checked against sfujim/TD3_BC ``TD3_BC.py`` and ``utils.py`` (the authors' code) and
 tinkoff-ai/CORL ``algorithms/offline/td3_bc.py``: the hyperparameters; the critic loss as the
@@ -30,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -147,63 +148,27 @@ class TD3BC(struct.PyTreeNode):
         config: TD3BCConfig,
         obs_stats: ObservationStats | None = None,
     ) -> TD3BC:
-        """Fresh learner; the targets start equal to the networks. ``obs_stats``
-        (`model_free.observation_stats` of the dataset) is required when the config normalises
-        observations and refused when it does not."""
-        model_free.check_dims(obs_dim, act_dim)
-        stats = model_free.initial_stats(config.normalize_observations, obs_stats, obs_dim)
-        return _create(key, obs_dim, act_dim, config, stats)
+        """Fresh learner (`model_free.LearnerFunctions.create`); the targets start equal to the
+        networks."""
+        return FUNCTIONS.create(key, obs_dim, act_dim, config, obs_stats)
 
 
-def _create(
-    key: jax.Array, obs_dim: int, act_dim: int, config: TD3BCConfig, obs_stats: ObservationStats
-) -> TD3BC:
+def _init(
+    key: jax.Array, config: TD3BCConfig, observations: jax.Array, actions: jax.Array
+) -> dict[str, Any]:
+    """A fresh learner's networks, targets and optimiser states, from example inputs."""
     actor_key, critic_key = jax.random.split(key)
-    observations = jnp.zeros((1, obs_dim), jnp.float32)
-    actions = jnp.zeros((1, act_dim), jnp.float32)
-    actor_params = _actor_def(config, act_dim).init(actor_key, observations)
+    actor_params = _actor_def(config, actions.shape[-1]).init(actor_key, observations)
     critic_params = _critic_def(config).init(critic_key, observations, actions)
-    return TD3BC(
-        actor_params=actor_params,
+    return {
+        "actor_params": actor_params,
         # Copies, not aliases: donating a state whose two fields share a buffer fails.
-        target_actor_params=jax.tree.map(jnp.copy, actor_params),
-        critic_params=critic_params,
-        target_critic_params=jax.tree.map(jnp.copy, critic_params),
-        actor_opt_state=optax.adam(config.actor_lr).init(actor_params),
-        critic_opt_state=optax.adam(config.critic_lr).init(critic_params),
-        # Copies: the caller's stats must survive the donation of this state to an update.
-        obs_stats=ObservationStats(
-            mean=jnp.array(obs_stats.mean, jnp.float32),
-            std=jnp.array(obs_stats.std, jnp.float32),
-        ),
-        step=jnp.zeros((), jnp.int32),
-        config=config,
-        act_dim=act_dim,
-    )
-
-
-def create_members(
-    keys: jax.Array,
-    obs_dim: int,
-    act_dim: int,
-    config: TD3BCConfig,
-    obs_stats: ObservationStats | None = None,
-) -> TD3BC:
-    """One learner per key on a leading member axis: member k equals
-    ``TD3BC.create(keys[k], obs_dim, act_dim, config, stats_k)``, where ``obs_stats`` leaves are
-    ``[o]`` (shared) or ``[K, o]`` (each member's own, e.g. cells on different datasets)."""
-    model_free.check_dims(obs_dim, act_dim)
-    stats = model_free.initial_stats(config.normalize_observations, obs_stats, obs_dim)
-    stats = model_free.member_stats(stats, len(keys), obs_dim)
-    return _create_members(keys, obs_dim, act_dim, config, stats)
-
-
-@partial(jax.jit, static_argnums=(1, 2, 3))
-def _create_members(
-    keys: jax.Array, obs_dim: int, act_dim: int, config: TD3BCConfig, stats: ObservationStats
-) -> TD3BC:
-    # Jitted because eager flax init under vmap dispatches hundreds of tiny ops.
-    return jax.vmap(lambda k, s: _create(k, obs_dim, act_dim, config, s))(keys, stats)
+        "target_actor_params": jax.tree.map(jnp.copy, actor_params),
+        "critic_params": critic_params,
+        "target_critic_params": jax.tree.map(jnp.copy, critic_params),
+        "actor_opt_state": optax.adam(config.actor_lr).init(actor_params),
+        "critic_opt_state": optax.adam(config.critic_lr).init(critic_params),
+    }
 
 
 def update(state: TD3BC, batch: Batch, key: jax.Array) -> tuple[TD3BC, Metrics]:
@@ -227,16 +192,11 @@ def update(state: TD3BC, batch: Batch, key: jax.Array) -> tuple[TD3BC, Metrics]:
 
     def critic_loss_fn(critic_params: Any) -> tuple[jax.Array, jax.Array]:
         qs = critic_def.apply(critic_params, observations, batch["actions"])  # [2, B]
-        # Each critic its own mean squared error, summed (F.mse_loss(Q1) + F.mse_loss(Q2)).
-        return jnp.sum(jnp.mean(jnp.square(qs - target_q), axis=1)), qs
+        return model_free.twin_critic_loss(qs, target_q), qs
 
-    (critic_loss, qs), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-        state.critic_params
+    critic_params, critic_opt_state, critic_loss, qs = model_free.gradient_step(
+        critic_loss_fn, state.critic_params, state.critic_opt_state, optax.adam(config.critic_lr)
     )
-    critic_updates, critic_opt_state = optax.adam(config.critic_lr).update(
-        critic_grads, state.critic_opt_state
-    )
-    critic_params = optax.apply_updates(state.critic_params, critic_updates)
     step = state.step + 1
 
     def actor_loss_fn(actor_params: Any) -> tuple[jax.Array, Metrics]:
@@ -248,9 +208,9 @@ def update(state: TD3BC, batch: Batch, key: jax.Array) -> tuple[TD3BC, Metrics]:
         return loss, {"actor_loss": loss, "bc_loss": bc_loss, "q_pi": jnp.mean(q), "lambda": lmbda}
 
     def actor_step(_: None) -> tuple[tuple[Any, ...], Metrics]:
-        grads, metrics = jax.grad(actor_loss_fn, has_aux=True)(state.actor_params)
-        updates, actor_opt_state = optax.adam(config.actor_lr).update(grads, state.actor_opt_state)
-        actor_params = optax.apply_updates(state.actor_params, updates)
+        actor_params, actor_opt_state, _, metrics = model_free.gradient_step(
+            actor_loss_fn, state.actor_params, state.actor_opt_state, optax.adam(config.actor_lr)
+        )
         targets = (
             optax.incremental_update(actor_params, state.target_actor_params, config.tau),
             optax.incremental_update(critic_params, state.target_critic_params, config.tau),
@@ -290,14 +250,6 @@ def update(state: TD3BC, batch: Batch, key: jax.Array) -> tuple[TD3BC, Metrics]:
     return new_state, metrics
 
 
-def update_n(state: TD3BC, batches: Batch, key: jax.Array) -> tuple[TD3BC, Metrics]:
-    """`update` over N batches (``[N, B, ...]``) in one ``lax.scan``; step i uses
-    ``jax.random.split(key, N)[i]``. Metrics are means over the N steps, the `ACTOR_METRICS`
-    over the steps that updated the actor (0 if none did), ``actor_updated`` their share."""
-    state, metrics = model_free.scan_updates(update, state, batches, key)  # metrics [N]
-    return state, mean_metrics(metrics)
-
-
 def mean_metrics(metrics: Metrics) -> Metrics:
     """Means over the leading step axis of `update`'s metrics (``[N]`` each): the
     `ACTOR_METRICS` over the steps that updated the actor (0 if none did), ``actor_updated``
@@ -308,53 +260,11 @@ def mean_metrics(metrics: Metrics) -> Metrics:
     return out | {k: jnp.sum(metrics[k] * updated) / count for k in ACTOR_METRICS}
 
 
-def update_members(
-    states: TD3BC,
-    batches: Batch,
-    key: jax.Array,
-    *,
-    vectorize: bool | None = None,
-    shard: bool = True,
-) -> tuple[TD3BC, Metrics]:
-    """`update` for every member on its own batch (``[K, B, ...]``); member k uses
-    ``jax.random.split(key, K)[k]``; metrics ``[K]``. ``vectorize``, ``shard``: see
-    `udg.agents.sac.over_members` (True: ``jax.vmap``)."""
-    return model_free.over_members(update, states, batches, key, vectorize, shard)
+def _policy(state: TD3BC, observations: jax.Array) -> jax.Array:
+    """pi(s) ``[n, a]`` for normalised observations ``[n, o]``."""
+    return _actor_def(state.config, state.act_dim).apply(state.actor_params, observations)
 
 
-def update_members_n(
-    states: TD3BC,
-    batches: Batch,
-    key: jax.Array,
-    *,
-    vectorize: bool | None = None,
-    shard: bool = True,
-) -> tuple[TD3BC, Metrics]:
-    """`update_n` for every member on its own N batches (``[K, N, B, ...]``); metrics ``[K]``."""
-    return model_free.over_members(update_n, states, batches, key, vectorize, shard)
-
-
-def act(state: TD3BC, observations: jax.Array) -> jax.Array:
-    """The deterministic policy's actions ``[n, a]`` for raw observations ``[n, o]`` (the
-    learner normalises them)."""
-    normalized = state.obs_stats.normalize(observations)
-    return _actor_def(state.config, state.act_dim).apply(state.actor_params, normalized)
-
-
-def act_members(states: TD3BC, observations: jax.Array) -> jax.Array:
-    """Each member's actions ``[K, n, a]`` for its own raw observations ``[K, n, o]``."""
-    return jax.vmap(act)(states, observations)
-
-
-# Ready-jitted entry points; the config is static pytree metadata, so each traces once per
-# (config, shapes). The updates donate the incoming state: do not touch it afterwards.
-jit_update = jax.jit(update, donate_argnums=0)
-jit_update_n = jax.jit(update_n, donate_argnums=0)
-jit_update_members = jax.jit(
-    update_members, donate_argnums=0, static_argnames=("vectorize", "shard")
-)
-jit_update_members_n = jax.jit(
-    update_members_n, donate_argnums=0, static_argnames=("vectorize", "shard")
-)
-jit_act = jax.jit(act)
-jit_act_members = jax.jit(act_members)
+FUNCTIONS = model_free.LearnerFunctions(TD3BC, _init, update, _policy, mean_metrics)
+"""TD3+BC's ``create``, ``create_members``, ``update_n``, ``update_members(_n)``,
+``act(_members)`` and their jitted forms (``jit_update``, ...): `model_free.LearnerFunctions`."""
