@@ -528,17 +528,25 @@ def run_epoch(pop: Population) -> list[dict]:
     """One policy epoch of every cell (one kernel call), then an evaluation when one is due;
     returns each cell's row (its last refresh's and its updates' metrics, the evaluation's)."""
     m = pop.mopo
+    return kernel_epoch(pop, _epoch_keys(pop), m.eval_every, m.epochs, evaluate_population)
+
+
+def kernel_epoch(pop, keys, eval_every: int, epochs: int, evaluate: Callable) -> list[dict]:
+    """The epoch of any learner's population (``pop``: its ``kernel``, ``state``, ``data``,
+    ``epoch``, ``cells`` and ``timings``): one kernel call with ``keys``, then, every
+    ``eval_every`` epochs and at the last, ``evaluate(pop) -> [C, episodes]`` returns; each
+    cell's row of metrics."""
     with timed(pop.timings, "epochs"):
-        pop.state, metrics = pop.kernel(pop.state, pop.data, _epoch_keys(pop))
+        pop.state, metrics = pop.kernel(pop.state, pop.data, keys)
         metrics = jax.device_get(metrics)  # [C] each; waits for the epoch
     pop.epoch += 1
     rows = [
         {"epoch": pop.epoch} | {k: float(v[c]) for k, v in metrics.items()}
         for c in range(len(pop.cells))
     ]
-    if pop.epoch % m.eval_every == 0 or pop.epoch == m.epochs:
+    if pop.epoch % eval_every == 0 or pop.epoch == epochs:
         with timed(pop.timings, "evaluation"):
-            returns = evaluate_population(pop)  # [C, episodes]
+            returns = evaluate(pop)  # [C, episodes]
         for row, r in zip(rows, returns, strict=True):
             row |= {"eval_return": float(r.mean()), "eval_std": float(r.std())}
     return rows
@@ -553,12 +561,24 @@ def evaluate_population(pop: Population) -> np.ndarray:
     """Every cell's deterministic policy in the real environment, all cells' episodes stepped
     in lockstep; each cell's resets from its seed's ``evaluation`` stream at the current epoch,
     its returns under its own task. ``[C, episodes]``."""
-    cells, episodes = pop.cells, pop.mopo.eval_episodes
-    dims, agents = cells[0].data.obs_dim, pop.state.agent
+    agents = pop.state.agent
+    return evaluate_cells(
+        pop.cells, pop.mopo.eval_episodes, pop.epoch, lambda g: _greedy(agents, g)
+    )
+
+
+def evaluate_cells(
+    cells: Sequence[PreparedCell], episodes: int, epoch: int, act: Callable
+) -> np.ndarray:
+    """Every cell's deterministic policy (``act(observations [C, episodes, o]) -> [C,
+    episodes, a]``) in the real environment, all cells' episodes stepped in lockstep; each
+    cell's resets from its seed's ``evaluation`` stream at ``epoch``, its returns under its own
+    task. ``[C, episodes]``."""
+    dims = cells[0].data.obs_dim
 
     def policy(obs: np.ndarray) -> np.ndarray:
         grouped = jnp.asarray(obs[:, :dims].reshape(len(cells), episodes, dims))
-        return np.asarray(_greedy(agents, grouped)).reshape(len(obs), -1)
+        return np.asarray(act(grouped)).reshape(len(obs), -1)
 
     return evaluate_groups(
         [c.task for c in cells],
@@ -566,7 +586,7 @@ def evaluate_population(pop: Population) -> np.ndarray:
         episodes,
         [c.config.seed for c in cells],
         max_episode_steps=cells[0].config.eval_episode_length,
-        index=(pop.epoch,),
+        index=(epoch,),
     )
 
 
@@ -574,17 +594,32 @@ def train(pop: Population, on_epoch: Callable[[int, int, dict], None] | None = N
     """Run the remaining epochs, recording evaluations and checkpointing as due;
     ``on_epoch(cell index, epoch, row)`` follows each cell's epoch."""
     m = pop.mopo
-    while pop.epoch < m.epochs:
+    train_epochs(pop, run_epoch, save_checkpoint, m, ("q", "uncertainty"), on_epoch)
+
+
+def train_epochs(
+    pop,
+    run_epoch: Callable,
+    save_checkpoint: Callable,
+    schedule,
+    kept: Sequence[str],
+    on_epoch: Callable[[int, int, dict], None] | None,
+) -> None:
+    """Any learner's population (``pop.epoch``, ``pop.history``) trained to ``schedule.epochs``
+    by ``run_epoch(pop) -> rows``: each evaluation, with the metrics ``kept``, joins the cell's
+    curve, ``on_epoch`` follows each cell's epoch, and ``save_checkpoint(pop)`` runs every
+    ``schedule.checkpoint_every`` epochs and at the last."""
+    while pop.epoch < schedule.epochs:
         rows = run_epoch(pop)
         for c, row in enumerate(rows):
             if "eval_return" in row:
                 pop.history[c].append(
                     {k: row[k] for k in ("epoch", "eval_return", "eval_std")}
-                    | {k: row.get(k, float("nan")) for k in ("q", "uncertainty")}
+                    | {k: row.get(k, float("nan")) for k in kept}
                 )
             if on_epoch is not None:
                 on_epoch(c, pop.epoch, row)
-        if pop.epoch % m.checkpoint_every == 0 or pop.epoch == m.epochs:
+        if pop.epoch % schedule.checkpoint_every == 0 or pop.epoch == schedule.epochs:
             save_checkpoint(pop)
 
 
@@ -624,7 +659,14 @@ def offline_result(pop: Population, c: int, wall: float) -> dict:
         "reward": cell.config.mopo.reward,
         "model": pop.models[c]["path"],
         "dynamics": pop.models[c]["metrics"],
-        # The population's time shared evenly: summed over cells, the stage's time.
+        **population_time(pop, wall),
+    }
+
+
+def population_time(pop, wall: float) -> dict:
+    """A cell's share of its population's ``wall`` time (shared evenly: summed over the cells,
+    the stage's time) and the population's own timings, for its result."""
+    return {
         "wall_seconds": wall / len(pop.cells),
         "population": {"cells": len(pop.cells), "wall_seconds": wall, "timings": pop.timings},
     }
@@ -632,11 +674,15 @@ def offline_result(pop: Population, c: int, wall: float) -> dict:
 
 def finish_cell(pop: Population, c: int, wall: float) -> dict:
     """Write cell ``c``'s policy, curve plot, result and complete manifest; its result."""
-    cell = pop.cells[c]
     agent = jax.tree.map(lambda leaf: leaf[c], pop.state.agent)
-    runs.atomic_write_bytes(cell.out / POLICY, sac.to_bytes(agent))
-    result = offline_result(pop, c, wall)
-    plot_curve(cell, pop.history[c])
+    return write_finished(pop.cells[c], pop.history[c], agent, offline_result(pop, c, wall))
+
+
+def write_finished(cell: PreparedCell, history: list[dict], policy, result: dict) -> dict:
+    """Write a finished cell's ``policy`` (a pytree), curve plot, ``result`` and complete
+    manifest; returns ``result``."""
+    runs.atomic_write_bytes(cell.out / POLICY, sac.to_bytes(policy))
+    plot_curve(cell, history)
     runs.atomic_write_json(cell.out / "result.json", result)
     runs.write_manifest(cell.out, "offline", "complete", cell.run_config, result=result)
     return result

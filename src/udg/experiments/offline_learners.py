@@ -31,11 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from udg.agents import sac
-from udg.data.collect import timed
 from udg.errors import UdgError
-from udg.evaluation.evaluate import evaluate_groups
 from udg.experiments import offline, runs, tensorboard
-from udg.experiments.offline import CHECKPOINT, CURVE, POLICY, CellJob, PreparedCell
+from udg.experiments.offline import CHECKPOINT, CURVE, CellJob, PreparedCell, kernel_epoch
 from udg.offline import ALGO_LABELS, learners, model_free
 from udg.offline.learners import ModelFreeConfig
 from udg.offline.mopo import RealData
@@ -159,23 +157,11 @@ def load_checkpoint(pop: Population) -> None:
 
 
 def evaluate_population(pop: Population) -> np.ndarray:
-    """Every cell's deterministic policy in the real environment, all cells' episodes stepped
-    in lockstep, each cell's resets from its seed's ``evaluation`` stream at the current epoch
-    and its returns under its own task; ``[C, episodes]``."""
-    cells, episodes = pop.cells, pop.config.eval_episodes
-    dims, states = cells[0].data.obs_dim, pop.state.learner
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        grouped = jnp.asarray(obs[:, :dims].reshape(len(cells), episodes, dims))
-        return np.asarray(pop.act(states, grouped)).reshape(len(obs), -1)
-
-    return evaluate_groups(
-        [c.task for c in cells],
-        policy,
-        episodes,
-        [c.config.seed for c in cells],
-        max_episode_steps=cells[0].config.eval_episode_length,
-        index=(pop.epoch,),
+    """Every cell's deterministic policy in the real environment (:func:`offline.evaluate_cells`);
+    ``[C, episodes]``."""
+    states = pop.state.learner
+    return offline.evaluate_cells(
+        pop.cells, pop.config.eval_episodes, pop.epoch, lambda g: pop.act(states, g)
     )
 
 
@@ -184,39 +170,14 @@ def run_epoch(pop: Population) -> list[dict]:
     cell's row (its learner's epoch metrics, the evaluation's)."""
     config = pop.config
     keys = jnp.stack([jax_key(c.config.seed, "updates", pop.epoch) for c in pop.cells])
-    with timed(pop.timings, "epochs"):
-        pop.state, metrics = pop.kernel(pop.state, pop.data, keys)
-        metrics = jax.device_get(metrics)  # [C] each; waits for the epoch
-    pop.epoch += 1
-    rows = [
-        {"epoch": pop.epoch} | {k: float(v[c]) for k, v in metrics.items()}
-        for c in range(len(pop.cells))
-    ]
-    if pop.epoch % config.eval_every == 0 or pop.epoch == config.epochs:
-        with timed(pop.timings, "evaluation"):
-            returns = evaluate_population(pop)  # [C, episodes]
-        for row, r in zip(rows, returns, strict=True):
-            row |= {"eval_return": float(r.mean()), "eval_std": float(r.std())}
-    return rows
+    return kernel_epoch(pop, keys, config.eval_every, config.epochs, evaluate_population)
 
 
 def train(pop: Population, on_epoch: Callable[[int, int, dict], None] | None = None) -> None:
     """Run the remaining epochs, recording evaluations and checkpointing as due;
     ``on_epoch(cell index, epoch, row)`` follows each cell's epoch."""
-    config = pop.config
-    kept = learners.get_learner(config.algo).curve_metrics
-    while pop.epoch < config.epochs:
-        rows = run_epoch(pop)
-        for c, row in enumerate(rows):
-            if "eval_return" in row:
-                pop.history[c].append(
-                    {k: row[k] for k in ("epoch", "eval_return", "eval_std")}
-                    | {k: row.get(k, float("nan")) for k in kept}
-                )
-            if on_epoch is not None:
-                on_epoch(c, pop.epoch, row)
-        if pop.epoch % config.checkpoint_every == 0 or pop.epoch == config.epochs:
-            save_checkpoint(pop)
+    kept = learners.get_learner(pop.config.algo).curve_metrics
+    offline.train_epochs(pop, run_epoch, save_checkpoint, pop.config, kept, on_epoch)
 
 
 def cell_result(pop: Population, c: int, wall: float) -> dict:
@@ -236,22 +197,14 @@ def cell_result(pop: Population, c: int, wall: float) -> dict:
         },
         "reward_scale": pop.reward_scales[c],
         "updates": pop.epoch * pop.config.steps_per_epoch,
-        # The population's time shared evenly: summed over cells, the stage's time.
-        "wall_seconds": wall / len(pop.cells),
-        "population": {"cells": len(pop.cells), "wall_seconds": wall, "timings": pop.timings},
+        **offline.population_time(pop, wall),
     }
 
 
 def finish_cell(pop: Population, c: int, wall: float) -> dict:
     """Write cell ``c``'s policy, curve plot, result and complete manifest; its result."""
-    cell = pop.cells[c]
     member = jax.tree.map(lambda leaf: leaf[c], pop.state.learner)
-    runs.atomic_write_bytes(cell.out / POLICY, sac.to_bytes(member))
-    result = cell_result(pop, c, wall)
-    offline.plot_curve(cell, pop.history[c])
-    runs.atomic_write_json(cell.out / "result.json", result)
-    runs.write_manifest(cell.out, "offline", "complete", cell.run_config, result=result)
-    return result
+    return offline.write_finished(pop.cells[c], pop.history[c], member, cell_result(pop, c, wall))
 
 
 def run_cells(
