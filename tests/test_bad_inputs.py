@@ -239,8 +239,9 @@ def test_a_read_only_disk_is_refused_before_any_work(capsys, world, tmp_path, mo
         ["collect-random", "--env", "point", "--steps", "20000", "--out", "{t}/disk/x"],
         ["generate", "--env", "point", "--out", "{t}/disk/x"],
         ["demo", "--env", "point", "--seeds", "1", "--out", "{t}/disk/x"],
+        [*FOLDER_COMMANDS["offline"], "{t}/disk/x"],  # formerly: failed after the model fit
     ],
-    ids=["collect-random", "generate", "demo"],
+    ids=["collect-random", "generate", "demo", "offline"],
 )
 def test_a_disk_too_small_for_the_datasets_is_refused_with_the_estimate(
     capsys, world, tmp_path, mounts, argv

@@ -549,6 +549,12 @@ def offline(args) -> None:
         eval_episode_length=args.eval_episode_length,
         **({"mopo": settings} if mopo_run else {"learner": settings}),
     )
+    from udg.cli.preflight import check_free_space
+    from udg.experiments.offline import run_disk_bytes
+    from udg.experiments.runs import MANIFEST
+
+    if not (Path(args.out) / MANIFEST).exists():  # a resumed run has its files already
+        check_free_space(args.out, run_disk_bytes(config), "the run's policy and checkpoint")
     label = ALGO_LABELS[args.algo]
     bars = {}
 

@@ -776,6 +776,31 @@ def claim_cells(jobs: Sequence[CellJob], todo: list[int], prepared: list[Prepare
         runs.write_manifest(cell.out, "offline", "running", cell.run_config)
 
 
+def _mlp_floats(dims: Sequence[int]) -> int:
+    return sum(i * o + o for i, o in zip(dims[:-1], dims[1:], strict=False))
+
+
+def run_disk_bytes(config: OfflineConfig) -> int:
+    """A lower estimate of the disk one offline run writes: its policy and its checkpoint
+    (the learner's networks, targets and two Adam moments each) and, for MOPO, the dynamics
+    model and the model buffer in the checkpoint (float32)."""
+    (obs,), (act,) = env_shapes(get_task(config.task).env)
+    if config.learner is not None:
+        obs = min(config.learner.observation_dims or obs, obs)
+        hidden = config.learner.learner.hidden_dims
+    else:
+        obs = min(config.mopo.observation_dims or obs, obs)
+        hidden = config.mopo.sac.hidden_dims
+    networks = _mlp_floats([obs, *hidden, 2 * act]) + 2 * _mlp_floats([obs + act, *hidden, 1])
+    need = 4 * networks * (1 + 5)  # the policy file; the checkpoint: networks, targets, Adam
+    if config.learner is None:
+        m = config.mopo
+        model = _mlp_floats([obs + act, *m.dynamics.hidden_dims, 2 * (obs + 1)])
+        need += 4 * m.dynamics.ensemble_size * model  # the model file
+        need += m.buffer_capacity * (2 * obs + act + 2) * 4  # the buffer, checkpointed
+    return need
+
+
 def check_population_memory(configs: Sequence[OfflineConfig]) -> None:
     """Refuse MOPO cells whose model buffers and rollouts, all on the device at once, exceed
     the machine's memory (:meth:`MOPOConfig.memory_bytes`)."""
