@@ -398,7 +398,7 @@ def number_cases() -> list[Case]:
         ("task-angle-400-nines", dict(task="point-angle-" + NINES)),
         ("task-angle-nan", dict(task="point-angle-nan")),
         ("task-angle-inf", dict(task="point-angle-inf")),
-        ("task-angle-sci", dict(task="point-angle-6e1")),
+        ("task-angle-bad-exponent", dict(task="point-angle-6e")),  # 6e1 is valid
         ("agent-tasks-count-mismatch", dict(agent_tasks=["point-angle-0"])),
         ("agent-tasks-bogus", dict(agent_tasks=["nope", "point-angle-0"])),
         ("agent-tasks-other-env", dict(agent_tasks=["ant-angle-0", "point-angle-0"])),
@@ -406,7 +406,13 @@ def number_cases() -> list[Case]:
         ("features-duplicate", dict(features=["x_position", "x_position"])),
     ]:
         n.append(C("numbers", f"generate/{label}", gen(**kw)))
-    n.append(C("numbers", "generate/cheetah-cz-sci", gen(env="halfcheetah", task="cheetah-cz-1e5")))
+    n.append(
+        C(
+            "numbers",
+            "generate/cheetah-cz-bad-exponent",
+            gen(env="halfcheetah", task="cheetah-cz-1e"),
+        )
+    )
     n.append(
         C(
             "numbers",
@@ -451,7 +457,7 @@ def number_cases() -> list[Case]:
         ("task-angle-400-nines", dict(task="point-angle-" + NINES)),
         ("task-angle-nan", dict(task="point-angle-nan")),
         ("task-angle-inf", dict(task="point-angle-inf")),
-        ("task-angle-sci", dict(task="point-angle-1e5")),
+        ("task-angle-bad-exponent", dict(task="point-angle-1e+")),  # 1e5 is valid
         ("data-missing", dict(data="{t}/nothing-here")),
         ("model-missing", dict(model="{t}/no-model.msgpack")),
     ]:
@@ -571,7 +577,12 @@ def damaged_cases() -> list[Case]:
         ),
         ("empty-hdf5", chain(R, write(DS + "/data/main_data.hdf5", b""))),
     ]
-    cases = [C("damaged", f"{r}/{d}", argv, setup) for d, setup in damages for r, argv in readers]
+    # Reading needs no namespace file: a dangling link there is refused by writers only.
+    cases = [
+        C("damaged", f"{r}/{d}", argv, setup, expect="any" if "namespace" in d else "refuse")
+        for d, setup in damages
+        for r, argv in readers
+    ]
     # A garbage file named like a dataset, next to nothing else.
     fake = chain(
         write("root/udg/point/fake-v0/data/main_data.hdf5", junk(4096)),
@@ -631,10 +642,32 @@ def damaged_cases() -> list[Case]:
         ("garbage-checkpoint", write("g/checkpoint/state.npz", junk(1024))),
     ]:
         setup = chain(G, damage)
+        # The rerun of a finished run reads its manifest and metrics, the figures its manifest
+        # and datasets: a damaged file none of them reads is no reason to refuse.
+        unread = label in ("garbage-agents", "garbage-checkpoint")
+        read_by_figures = "manifest" in label
         cases += [
-            C("damaged", f"generate-resume/{label}", gen(), setup),
-            C("damaged", f"plot-coverage/{label}", cov(), setup),
-            C("damaged", f"diversity/{label}", div(), setup),
+            C(
+                "damaged",
+                f"generate-resume/{label}",
+                gen(),
+                setup,
+                expect="any" if unread else "refuse",
+            ),  # fmt: skip
+            C(
+                "damaged",
+                f"plot-coverage/{label}",
+                cov(),
+                setup,
+                expect="refuse" if read_by_figures else "any",
+            ),  # fmt: skip
+            C(
+                "damaged",
+                f"diversity/{label}",
+                div(),
+                setup,
+                expect="refuse" if read_by_figures else "any",
+            ),  # fmt: skip
         ]
     # Damaged offline runs and model files.
     for label, damage in [
@@ -656,21 +689,27 @@ def damaged_cases() -> list[Case]:
                 f"offline-resume/{label}",
                 off(),
                 setup,
-                expect="any" if label in ("garbage-curve", "garbage-checkpoint") else "refuse",
+                # a finished run's rerun returns the manifest's result: it reads no other file
+                expect="refuse" if "manifest" in label else "any",
             ),
             C(
                 "damaged",
                 f"evaluate/{label}",
                 ev(),
                 setup,
-                expect="any" if label in ("garbage-curve", "garbage-checkpoint") else "refuse",
+                # result.json is a copy of the manifest's result, which the verbs read
+                expect="any"
+                if label in ("garbage-curve", "garbage-checkpoint") or "result" in label
+                else "refuse",
             ),
             C(
                 "damaged",
                 f"plot/{label}",
                 plot(),
                 setup,
-                expect="any" if label in ("garbage-policy", "garbage-checkpoint") else "refuse",
+                expect="any"
+                if label in ("garbage-policy", "garbage-checkpoint") or "result" in label
+                else "refuse",
             ),
         ]
     cases += [
@@ -685,7 +724,7 @@ def damaged_cases() -> list[Case]:
         C(
             "damaged",
             "offline/model-truncated",
-            off(model="{t}/m.msgpack"),
+            off(model="{t}/m.msgpack", out="{t}/o2"),  # a new run: the model is read
             chain(
                 OFF,
                 lambda t: shutil.copy(t / "o/model.msgpack", t / "m.msgpack"),

@@ -387,6 +387,16 @@ def test_a_damaged_manifest_is_one_line(capsys, world, tmp_path, argv, manifest)
     refuse(capsys, world, tmp_path, argv, "manifest.json")
 
 
+def test_a_finished_runs_damaged_metrics_are_one_line(world, tmp_path):
+    shutil.copytree(world["gen"], tmp_path / "g")  # formerly: a KeyError traceback on rerun
+    (tmp_path / "g" / "metrics.csv").write_text("\x00\x01garbage,,\n1,2\n")
+    from udg.errors import UdgError
+    from udg.experiments.generate import run_generate
+
+    with pytest.raises(UdgError, match="metrics.csv is damaged"):
+        run_generate(TINY, tmp_path / "g")  # the rerun of the finished run
+
+
 def test_a_garbage_model_file_is_refused_before_any_folder(capsys, world, tmp_path):
     (tmp_path / "m.msgpack").write_bytes(os.urandom(2048))
     refuse(capsys, world, tmp_path, [*OFF, "--model", "{t}/m.msgpack"], "m.msgpack")

@@ -221,7 +221,7 @@ def load_checkpoint(run: Stage1Run) -> bool:
     earlier = manifest.get("git_revisions") or [manifest.get("git_revision", "unknown")]
     run.git_revisions = earlier + [r for r in run.git_revisions if r not in earlier]
     run.wall_before = manifest.get("wall_seconds", 0.0)
-    run.metrics = read_rows(run.out, METRICS, keep=lambda row: row["round"] < run.round)
+    run.metrics = [row for row in read_metrics(run) if row["round"] < run.round]
     run.board_rows = len(run.metrics)
     return True
 
@@ -471,11 +471,26 @@ def _run_opened(
         )
     run = create_run(config, out)
     if stored_steps == config.steps and (manifest or {}).get("status") == "complete":
-        run.metrics = read_rows(run.out, METRICS)
+        run.metrics = read_metrics(run)
         return run, [Path(p) for p in manifest.get("datasets", [])]
     if not load_checkpoint(run):
         _write_manifest(run, status="running")
     return run, run_stage(run, on_round)
+
+
+def read_metrics(run: Stage1Run) -> list[dict]:
+    """The run's ``metrics.csv`` rows, each checked to hold the round and every agent's return
+    (a damaged file is one line, not a KeyError later)."""
+    rows = read_rows(run.out, METRICS)
+    needed = ["round", *(f"return_{i}" for i in range(run.config.num_agents))]
+    for row in rows:
+        missing = [c for c in needed if c not in row]
+        if missing:
+            raise UdgError(
+                f"{run.out / METRICS} is damaged: a row lacks {', '.join(missing[:3])}; restore "
+                "it or delete the run folder to train again"
+            )
+    return rows
 
 
 def round_summary(config: GenerateConfig, row: dict) -> dict[str, float | str]:
