@@ -73,9 +73,10 @@ def test_pipeline_writes_complete_reports(demo_run):
     # One dynamics model per distinct selection and seed, shared by the tasks: per seed at most
     # all, random, supervised and each task's top-1 and top-2 (7), not one per cell (10).
     assert 2 <= summary["model_fits"] <= 2 * 7
-    assert f"20 stage-2 cells on {summary['model_fits']} dynamics model(s)" in (
-        out / "report.md"
-    ).read_text()
+    assert (
+        f"20 stage-2 cells on {summary['model_fits']} dynamics model(s)"
+        in (out / "report.md").read_text()
+    )
     # Each seed is the whole pipeline: its own stage 1, experts and random data.
     for seed in (0, 1):
         manifest = json.loads((out / f"seed-{seed}" / "udg" / "manifest.json").read_text())
