@@ -493,8 +493,8 @@ class Experiment:
 @dataclass(frozen=True)
 class Plot:
     """Draw the learning curves of `udg offline` runs (an interrupted one's so far) in one figure
-    (x: SAC updates) and print each run's last, best and mean-of-the-last-quarter evaluation
-    return.
+    (x: the learner's updates) and print each run's last, best and mean-of-the-last-quarter
+    evaluation return.
 
     Example: udg plot runs/offline-60 runs/offline-120 --out curves.png"""
 
