@@ -357,8 +357,7 @@ def load_episodes(
     except UdgError:
         raise
     except Exception as err:  # h5py and Minari raise many types on damaged files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UdgError(f"cannot read dataset {path}: truncated or corrupt ({reason})") from None
+        raise UdgError(f"cannot read dataset {path}: {_damage(err)}") from None
     obs_shape, act_shape = env_shapes(env)
     derive = _column_deriver(env, metadata)
     episodes = []
@@ -417,6 +416,12 @@ def load_dataset(path: str | Path, expected_env: str | None = None) -> Dataset:
     return dataset
 
 
+def _damage(err: Exception) -> str:
+    """One line for an error h5py or Minari raised on a damaged file."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"truncated or corrupt ({reason})"
+
+
 def dataset_health(path: Path) -> str | None:
     """Why the dataset at ``path`` cannot be read, or None when its metadata reads and its
     HDF5 file opens with as many episodes as the metadata says (a cheap check: the episodes'
@@ -431,8 +436,7 @@ def dataset_health(path: Path) -> str | None:
     except UdgError as err:
         return str(err)
     except Exception as err:  # h5py raises many types on damaged files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"truncated or corrupt {DATA_FILE} ({reason})"
+        return f"{DATA_FILE}: {_damage(err)}"
     if episodes != metadata.get("total_episodes"):
         return (
             f"{DATA_FILE} holds {episodes} episodes, metadata says {metadata.get('total_episodes')}"
