@@ -14,6 +14,7 @@ from tiny_configs import TINY_DYNAMICS, TINY_MOPO, tensorboard_scalars
 
 from udg.agents import sac
 from udg.cli.main import main
+from udg.data import minari_io
 from udg.data.collect import random_episodes
 from udg.data.dataset import dataset_from_episodes
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
@@ -277,10 +278,16 @@ def _jobs(point_root, tmp_path, cells, **mopo_changes) -> list[offline.CellJob]:
 GRID = [("point-angle-0", "top1", 0), ("point-angle-90", "top1", 0), ("point-angle-90", "all", 1)]
 
 
-def test_a_population_gives_the_numbers_of_its_cells_run_one_by_one(point_root, tmp_path):
+def test_a_population_gives_the_numbers_of_its_cells_run_one_by_one(
+    point_root, tmp_path, monkeypatch
+):
+    reads, read = [], minari_io.load_dataset
+    monkeypatch.setattr(minari_io, "load_dataset", lambda p: reads.append(p) or read(p))
     together = offline.run_population(
         _jobs(point_root, tmp_path / "pop", GRID), tmp_path / "pop", model_dir=tmp_path / "m"
     )
+    # The cells rank the same datasets: each is read once for the whole population.
+    assert sorted(reads) == sorted(minari_io.find_datasets([point_root]))
     alone = [
         run_offline(job.config, [point_root], job.out)
         for job in _jobs(point_root, tmp_path / "one", GRID)

@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 from tiny_configs import TINY, TINY_MOPO
 
+from udg.data.minari_io import load_dataset, load_datasets
+from udg.data.relabel import select
+from udg.envs.tasks import get_task
 from udg.errors import UdgError
+from udg.evaluation import theory
 from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
-from udg.experiments.pipeline import PipelineConfig, run_pipeline
+from udg.experiments.pipeline import EXPERT_EPISODES, PipelineConfig, run_pipeline
 
 TASKS = ("rooms-angle-0", "rooms-angle-120")
 
@@ -119,6 +123,23 @@ def test_pipeline_writes_complete_reports(demo_run):
         assert (out / "figures" / figure).stat().st_size > 1000
     pairs = summary["theory"]["pairs"]
     assert len(pairs) == 20 and all(p["w1"] >= 0 and p["w1_features"] >= 0 for p in pairs)
+    # The solves run on a thread pool; a cell whose selection is one buffer reuses its W1.
+    per_buffer = summary["theory"]["per_buffer_w1"]
+    for pair in pairs:
+        kind = pair["data"].removesuffix("-all")
+        if kind in ("random", "supervised"):
+            assert pair["w1"] == per_buffer[kind][str(pair["seed"])][pair["task"]][kind]
+    pair = next(p for p in pairs if p["data"] == "udg-all" and p["seed"] == 1)
+    expert_agent = 0 if pair["task"] == TASKS[0] else 1  # the experts learn TASKS in order
+    expert = theory.last_episodes(
+        load_dataset(out / "seed-1/experts/datasets/udg/rooms" / f"agent-{expert_agent}-v0"),
+        EXPERT_EPISODES,
+    )
+    udg_all, _ = select(
+        load_datasets(summary["sources"]["1"]["udg"]), get_task(pair["task"]), "all"
+    )
+    assert pair["w1"] == theory.w1_to_expert(udg_all, expert, seed=1)
+    assert pair["w1_features"] == theory.w1_features_to_expert(udg_all, expert, 1, (0, 1))
     points = summary["theory"]["points"]
     assert len(points) == 10 and all(p["seeds"] == 2 for p in points)
     assert set(summary["theory"]["spearman_within"]) == set(TASKS)

@@ -30,6 +30,12 @@ MEMBER_AXIS = "members"
 """Name of the mesh axis that the leading member (agent) axis is sharded over."""
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return len(cores) if cores else os.cpu_count() or 1
+
+
 def use_cpu_cores(count: int | None = None) -> int:
     """Expose ``count`` CPU devices (default: one per usable core) to JAX.
 
@@ -44,8 +50,7 @@ def use_cpu_cores(count: int | None = None) -> int:
             raise UdgError(f"UDG_CPU_DEVICES must be a positive integer, got {env!r}")
         count = int(env)
     elif count is None:
-        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        count = len(cores) if cores else os.cpu_count() or 1
+        count = usable_cores()
     if count < 1:
         raise UdgError(f"the number of CPU devices must be >= 1, got {count}")
     try:

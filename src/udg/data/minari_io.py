@@ -494,9 +494,18 @@ def data_fingerprint(paths: Iterable[str | Path]) -> str:
     return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
 
 
-def load_datasets(paths: Iterable[str | Path]) -> list[Dataset]:
-    """Load every dataset at or below ``paths``; all must be of one env."""
-    datasets = [load_dataset(p) for p in find_datasets(paths)]
+def load_datasets(
+    paths: Iterable[str | Path], cache: dict[Path, Dataset] | None = None
+) -> list[Dataset]:
+    """Load every dataset at or below ``paths``; all must be of one env. ``cache`` (by folder)
+    gives the datasets loaded before and keeps those loaded now: a grid's cells rank the same
+    datasets, which are then read once, not once per cell."""
+    cache = {} if cache is None else cache
+    datasets = []
+    for path in find_datasets(paths):
+        if path not in cache:
+            cache[path] = load_dataset(path)
+        datasets.append(cache[path])
     envs = sorted({d.env for d in datasets})
     if len(envs) > 1:
         raise UdgError(f"datasets of several envs given ({', '.join(envs)}); give one env's")

@@ -228,8 +228,9 @@ def _run_config(config: OfflineConfig, sources: list[str]) -> dict:
     return {**fields, "algo": config.algo, "data": sources}
 
 
-def prepare_cell(job: CellJob) -> PreparedCell:
-    """Relabel, rank and select the cell's data; mark its run as running."""
+def prepare_cell(job: CellJob, loaded: dict[Path, Dataset] | None = None) -> PreparedCell:
+    """Relabel, rank and select the cell's data (``loaded``: the datasets read so far, by
+    folder, shared by a population's cells)."""
     config = job.config
     task = get_task(config.task)
     if task.terminated is None and config.algo == "mopo":
@@ -239,7 +240,7 @@ def prepare_cell(job: CellJob) -> PreparedCell:
         names = [d.name for d in datasets]
     else:
         found = find_datasets(job.data_paths)
-        datasets = load_datasets(found)
+        datasets = load_datasets(found, loaded)
         names = [str(Path(p).resolve()) for p in found]
     if datasets[0].env != task.env:
         raise UdgError(
@@ -722,9 +723,9 @@ def run_population(
     start = time.perf_counter()
     if algo == "mopo":
         check_population_memory([jobs[i].config for i in todo])  # before any data is read
-    prepared = []
+    prepared, loaded = [], {}
     for i in todo:
-        prepared.append(prepare_cell(jobs[i]))
+        prepared.append(prepare_cell(jobs[i], loaded))
         if on_prepared is not None:
             on_prepared(i, prepared[-1])
     index = dict(enumerate(todo))

@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +31,8 @@ import numpy as np
 from udg.data.collect import random_episodes
 from udg.data.dataset import Dataset
 from udg.data.minari_io import dataset_bytes, dataset_id_for, load_dataset, write_dataset
-from udg.data.relabel import relabel, select
+from udg.data.relabel import parse_selection, relabel, select
+from udg.devices import usable_cores
 from udg.envs.registry import get_env_spec, observed_columns
 from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
@@ -684,40 +687,67 @@ def _theory(
     rho within each task (one point per data column, W1 and return averaged over seeds) and
     pooled over every task's points with returns as normalised scores."""
     pairs = []
-    per_buffer: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in DATA_KINDS}
-    for seed, seed_data in data.items():
-        features = _feature_columns(env, loaded[seed_data.sources["random"][0]].obs_dim)
-        seed_w1: dict[str, dict[str, dict[str, float]]] = {k: {} for k in DATA_KINDS}
-        for task_name in tasks:
-            task = get_task(task_name)
-            expert = theory.last_episodes(
-                loaded[str(seed_data.experts[task_name])], EXPERT_EPISODES
-            )
-            for kind in DATA_KINDS:
-                seed_w1[kind][task_name] = {
-                    (Path(p).name if kind == "udg" else kind): theory.w1_to_expert(
-                        loaded[p], expert, seed=seed
-                    )
-                    for p in seed_data.sources[kind]
-                }
-            for cell in cells:
-                if cell.task != task_name or cell.seed != seed:
-                    continue
-                selected, _ = select([loaded[p] for p in cell.datasets], task, cell.selection)
-                pairs.append(
-                    {
-                        "task": task_name,
-                        "data": cell.column,
-                        "seed": seed,
-                        "w1": theory.w1_to_expert(selected, expert, seed=seed),
-                        "w1_features": None
-                        if features is None
-                        else theory.w1_features_to_expert(selected, expert, seed, features),
-                        "return": results[cell.name]["last_return"],
-                    }
+    per_buffer: dict[str, list[dict[str, dict[str, Any]]]] = {k: [] for k in DATA_KINDS}
+    # Every W1 is an exact solve (POT releases the GIL): they run on one thread per core, and
+    # a cell whose selection is one buffer (top-1, random, supervised) reuses the buffer's.
+    solves: dict[tuple, Future] = {}
+    pool = ThreadPoolExecutor(max_workers=usable_cores())
+
+    def w1(key: tuple, solve: Callable[[], float]) -> Future:
+        if key not in solves:
+            solves[key] = pool.submit(solve)
+        return solves[key]
+
+    with pool:
+        for seed, seed_data in data.items():
+            features = _feature_columns(env, loaded[seed_data.sources["random"][0]].obs_dim)
+            seed_w1: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in DATA_KINDS}
+            for task_name in tasks:
+                task = get_task(task_name)
+                expert = theory.last_episodes(
+                    loaded[str(seed_data.experts[task_name])], EXPERT_EPISODES
                 )
-        for kind in DATA_KINDS:
-            per_buffer[kind].append(seed_w1[kind])
+                for kind in DATA_KINDS:
+                    seed_w1[kind][task_name] = {
+                        (Path(p).name if kind == "udg" else kind): w1(
+                            (seed, task_name, (p,)),
+                            partial(theory.w1_to_expert, loaded[p], expert, seed=seed),
+                        )
+                        for p in seed_data.sources[kind]
+                    }
+                for cell in cells:
+                    if cell.task != task_name or cell.seed != seed:
+                        continue
+                    selected, ranking = select(
+                        [loaded[p] for p in cell.datasets], task, cell.selection
+                    )
+                    k = parse_selection(cell.selection) or len(ranking)
+                    chosen = tuple(cell.datasets[r.index] for r in ranking[:k])
+                    pairs.append(
+                        {
+                            "task": task_name,
+                            "data": cell.column,
+                            "seed": seed,
+                            "w1": w1(
+                                (seed, task_name, chosen),
+                                partial(theory.w1_to_expert, selected, expert, seed=seed),
+                            ),
+                            "w1_features": None
+                            if features is None
+                            else pool.submit(
+                                theory.w1_features_to_expert, selected, expert, seed, features
+                            ),
+                            "return": results[cell.name]["last_return"],
+                        }
+                    )
+            for kind in DATA_KINDS:
+                per_buffer[kind].append(seed_w1[kind])
+    for pair in pairs:  # every solve has finished
+        pair.update({k: pair[k].result() for k in ("w1", "w1_features") if pair[k] is not None})
+    for seeds in per_buffer.values():
+        for seed_w1 in seeds:
+            for task_w1 in seed_w1.values():
+                task_w1.update({name: f.result() for name, f in task_w1.items()})
     points = _theory_points(pairs, reference)
     pooled = [p for p in points if p["normalised"] is not None]
     has_features = all(p["w1_features"] is not None for p in points)

@@ -50,7 +50,7 @@ def plot_coverage(
     policies) are drawn bold, the earlier ones faint, so the figure shows both what was
     explored and where each agent ended up.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    fig, ax = plt.subplots(figsize=(7.5, 6))
     for (x0, y0), (x1, y1) in walls:
         ax.plot([x0, x1], [y0, y1], color="black", lw=1.5, solid_capstyle="butt", zorder=4)
     palette = plt.get_cmap("tab10")
@@ -84,7 +84,9 @@ def plot_coverage(
     spread = np.ptp(points, axis=0)
     if spread.min() * 5 >= spread.max():
         ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize=7, loc="best", ncols=2)
+    # Beside the axes: never over the data (and matplotlib's search for the emptiest corner
+    # costs seconds per figure over thousands of points).
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
 
 
