@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import queue
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,7 +308,6 @@ def fit_or_load_model(
     cell: PreparedCell,
     path: Path,
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
-    timings: dict[str, float] | None = None,
 ) -> tuple[dynamics.DynamicsModel, dict]:
     """The model at ``path`` when one is there (checked against the cell's data), else fitted
     on the cell's data from the seed's ``dynamics`` stream and saved there with its metrics."""
@@ -326,24 +327,54 @@ def fit_or_load_model(
         metrics = _metrics_path(path)
         return model, runs.read_json(metrics) if metrics.exists() else {}
     d = cell.data
-    with timed(timings, "dynamics"):
-        try:
-            model, metrics = dynamics.train_dynamics(
-                cell.config.mopo.dynamics,
-                jax_key(cell.config.seed, "dynamics"),
-                d.observations,
-                d.actions,
-                d.next_observations,
-                _model_targets(cell),
-                on_epoch=on_epoch,
-                outputs=outputs,
-            )
-        except ValueError as err:
-            raise UdgError(f"cannot fit the dynamics model: {err}") from None
+    try:
+        model, metrics = dynamics.train_dynamics(
+            cell.config.mopo.dynamics,
+            jax_key(cell.config.seed, "dynamics"),
+            d.observations,
+            d.actions,
+            d.next_observations,
+            _model_targets(cell),
+            on_epoch=on_epoch,
+            outputs=outputs,
+        )
+    except ValueError as err:
+        raise UdgError(f"cannot fit the dynamics model: {err}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamics.save_model(model, path, cell.task.env)
     runs.atomic_write_json(_metrics_path(path), metrics)
     return model, metrics
+
+
+def fit_models(
+    missing: dict[Path, tuple[PreparedCell, Callable | None]],
+) -> dict[Path, tuple[dynamics.DynamicsModel, dict]]:
+    """Fit and save the models ``missing`` (path -> a cell on the model's data and its
+    ``on_epoch`` hook), side by side, one per local device at a time.
+
+    A fit's networks are small (a demo model: 7 members of 3 x 64): one device's share of the
+    cores runs it about as fast as all of them, so fits on separate devices (one per core on a
+    CPU, :func:`udg.devices.use_cpu_cores`) finish sooner together. A fit is the same
+    computation on any device, so its model does not depend on where it ran.
+    """
+    devices = jax.local_devices()
+    if len(missing) <= 1 or len(devices) == 1:
+        return {path: fit_or_load_model(cell, path, hook) for path, (cell, hook) in missing.items()}
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for device in devices:
+        free.put(device)
+
+    def fit(path: Path, cell: PreparedCell, hook: Callable | None):
+        device = free.get()  # as many threads as devices: one is always free
+        try:
+            with jax.default_device(device):
+                return fit_or_load_model(cell, path, hook)
+        finally:
+            free.put(device)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = {path: pool.submit(fit, path, *item) for path, item in missing.items()}
+        return {path: future.result() for path, future in futures.items()}
 
 
 def _metrics_path(model: Path) -> Path:
@@ -744,15 +775,19 @@ def run_population(
         if path.exists() and path not in fitted:
             fitted[path] = fit_or_load_model(cell, path)
     claim_cells(jobs, todo, prepared)  # checked: now the folders are claimed
-    models, infos = [], []
+    missing: dict[Path, tuple[PreparedCell, Callable | None]] = {}
     for i, cell, path in zip(todo, prepared, paths, strict=True):
-        if path not in fitted:
+        if path not in fitted and path not in missing:  # fitted on its first cell's data
             hook = (
                 None
                 if on_model_epoch is None
                 else (lambda e, loss, i=i: on_model_epoch(i, e, loss))
             )
-            fitted[path] = fit_or_load_model(cell, path, hook, timings)
+            missing[path] = (cell, hook)
+    with timed(timings, "dynamics"):
+        fitted |= fit_models(missing)
+    models, infos = [], []
+    for path in paths:
         model, metrics = fitted[path]
         models.append(model)
         infos.append({"path": str(path), "metrics": metrics})
