@@ -1,5 +1,5 @@
 # The two commands of the README. Each creates and fills .venv by itself on first use.
-#   make demo   the whole UDG pipeline on the built-in point env, ending in a report
+#   make demo   the whole UDG pipeline on the built-in rooms world (3 seeds), ending in a report
 #   make test   the test suite (what CI runs)
 
 PYTHON ?= python3
