@@ -94,10 +94,16 @@ def test_select_semantics(point_root):
     assert select(datasets, task, "top:2")[0].num_transitions == top2.num_transitions
     everything, _ = select(datasets, task, "all")
     assert everything.num_transitions == sum(d.num_transitions for d in datasets)
+    # The union keeps the order the datasets were given (here, the best is the second): the
+    # same datasets chosen for another task are the same data.
+    n = datasets[0].num_episodes
     np.testing.assert_array_equal(
-        everything.episode_returns(everything.task_rewards[task.name])[: datasets[0].num_episodes],
+        everything.episode_returns(everything.task_rewards[task.name])[n : 2 * n],
         datasets[1].episode_returns(top1.task_rewards[task.name]),
     )
+    north, _ = select(datasets, get_task("point-angle-90"), "all")
+    np.testing.assert_array_equal(north.observations, everything.observations)
+    assert top2.name.startswith(f"top2({datasets[1].name}+")  # named best first
     assert [r.rank for r in ranking] == [1, 2, 3]
 
 

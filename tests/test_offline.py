@@ -18,6 +18,7 @@ from udg.data import minari_io
 from udg.data.collect import random_episodes
 from udg.data.dataset import dataset_from_episodes
 from udg.data.minari_io import dataset_id_for, load_dataset, write_dataset
+from udg.data.relabel import parse_selection
 from udg.envs import get_task
 from udg.envs.mujoco import ant_terminated
 from udg.errors import UdgError
@@ -278,33 +279,73 @@ def _jobs(point_root, tmp_path, cells, **mopo_changes) -> list[offline.CellJob]:
 GRID = [("point-angle-0", "top1", 0), ("point-angle-90", "top1", 0), ("point-angle-90", "all", 1)]
 
 
+@pytest.fixture
+def distinct_root(tmp_path):
+    """Three point datasets of different episodes (``point_root``'s are one set of episodes
+    three times), with drifts that make point-angle-0 and -180 rank them in different orders."""
+    for i, (name, shift) in enumerate([("a", 0.0), ("b", 1.0), ("c", -1.0)]):
+        episodes = [
+            dataclasses.replace(e, infos={**e.infos, "x_velocity": e.infos["x_velocity"] + shift})
+            for e in random_episodes("point", 500, seed=10 + i, max_episode_steps=50)
+        ]
+        write_dataset(episodes, tmp_path / "data", dataset_id_for("point", name), "point")
+    return tmp_path / "data"
+
+
 def test_a_population_gives_the_numbers_of_its_cells_run_one_by_one(
-    point_root, tmp_path, monkeypatch
+    distinct_root, tmp_path, monkeypatch
 ):
+    point_root = distinct_root
     reads, read = [], minari_io.load_dataset
     monkeypatch.setattr(minari_io, "load_dataset", lambda p: reads.append(p) or read(p))
+    # Two tasks that rank the three datasets in different orders select "all" on seed 1: one
+    # shared model, which must be the one each cell fits alone.
+    grid = [*GRID, ("point-angle-180", "all", 1)]
     together = offline.run_population(
-        _jobs(point_root, tmp_path / "pop", GRID), tmp_path / "pop", model_dir=tmp_path / "m"
+        _jobs(point_root, tmp_path / "pop", grid), tmp_path / "pop", model_dir=tmp_path / "m"
     )
     # The cells rank the same datasets: each is read once for the whole population.
     assert sorted(reads) == sorted(minari_io.find_datasets([point_root]))
+    assert together[2]["model"] == together[3]["model"]
     alone = [
         run_offline(job.config, [point_root], job.out)
-        for job in _jobs(point_root, tmp_path / "one", GRID)
+        for job in _jobs(point_root, tmp_path / "one", grid)
     ]
     for a, b in zip(together, alone, strict=True):
         assert a["last_return"] == pytest.approx(b["last_return"], rel=1e-4, abs=1e-3)
         assert a["data_mean_return"] == b["data_mean_return"]
-        assert a["population"]["cells"] == 3 and b["population"]["cells"] == 1
-    # Computed rewards: the two tasks on the same data share one model (seed 0, top1 of the
-    # same ranking? no: each task ranks the data its own way, so count distinct selections).
-    sources = {(r["seed"], r["selected"]) for r in together}
-    assert offline.model_fits(together) == len(sources) < len(GRID) + 1
+        assert a["population"]["cells"] == 4 and b["population"]["cells"] == 1
+    # Computed rewards: one model per distinct (seed, chosen datasets), whatever the task.
+    chosen = {
+        (r["seed"], frozenset(x["name"] for x in r["ranking"][: parse_selection(r["select"])]))
+        for r in together
+    }
+    assert offline.model_fits(together) == len(chosen) < len(grid)
+    # ... and the two tasks did rank the data in different orders.
+    assert [x["name"] for x in together[2]["ranking"]] != [
+        x["name"] for x in together[3]["ranking"]
+    ]
     # A shared model is the model the cell fits alone: same data, same seed, same bytes.
     shared = {r["selected"] + str(r["seed"]): r["model"] for r in together}
     for r in alone:
         path = shared[r["selected"] + str(r["seed"])]
         assert open(path, "rb").read() == open(r["model"], "rb").read()
+
+
+def test_models_fitted_side_by_side_are_those_fitted_one_by_one(point_root, tmp_path):
+    # Two models (the seeds differ) fitted at once, one per device (the suite has two), are
+    # bit for bit the models fitted alone on the default device.
+    jobs = _jobs(point_root, tmp_path, [("point-angle-0", "all", 0), ("point-angle-0", "all", 1)])
+    cells = [offline.prepare_cell(job) for job in jobs]
+    together = offline.fit_models(
+        {tmp_path / f"m{i}.msgpack": (c, None) for i, c in enumerate(cells)}
+    )
+    for i, cell in enumerate(cells):
+        alone, _ = offline.fit_or_load_model(cell, tmp_path / f"alone{i}.msgpack")
+        both, _ = together[tmp_path / f"m{i}.msgpack"]
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(both), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(jax.local_devices()) == 2  # the side-by-side path ran
 
 
 def test_the_epoch_kernel_compiles_once_for_a_whole_run(point_root, tmp_path, monkeypatch):

@@ -99,7 +99,13 @@ def parse_selection(rule: str) -> int | None:
 
 
 def select(datasets: Sequence[Dataset], task: TaskSpec, rule: str) -> tuple[Dataset, list[Ranked]]:
-    """Relabel all, rank, and return the union of the selected datasets and the ranking."""
+    """Relabel all, rank, and return the union of the selected datasets and the ranking.
+
+    The union holds the chosen datasets in the order they were given, not in rank order, so
+    that the same datasets chosen for different tasks are the same data, transition for
+    transition: a dynamics model shared by those tasks is then the model each would fit alone
+    (its holdout split and minibatches follow the rows' order). Its name lists them best first.
+    """
     if not datasets:
         raise UdgError("no datasets to select from")
     k = parse_selection(rule)
@@ -107,8 +113,9 @@ def select(datasets: Sequence[Dataset], task: TaskSpec, rule: str) -> tuple[Data
         raise UdgError(f"selection {rule} needs {k} datasets but only {len(datasets)} were given")
     relabelled = [relabel(d, task) for d in datasets]
     ranking = rank(relabelled, task)
-    chosen = [relabelled[r.index] for r in ranking[: k or len(ranking)]]
-    selected = concatenate(chosen, name=f"{rule}({'+'.join(d.name for d in chosen)})")
+    best = [r.index for r in ranking[: k or len(ranking)]]
+    name = f"{rule}({'+'.join(relabelled[i].name for i in best)})"
+    selected = concatenate([relabelled[i] for i in sorted(best)], name=name)
     if selected.num_transitions == 0:
         raise UdgError(f"selection {rule} for {task.name} leaves no data")
     return selected, ranking

@@ -260,7 +260,7 @@ def machine_line(machine: dict) -> str:
 def provenance_line(summary: dict) -> str:
     """The revision, the timings and the machine that took them, one paragraph of the report."""
     return (
-        f"git revision {summary['git_revision']}, {timing_line(summary)}, "
+        f"git revision {summary['git_revision']}; {timing_line(summary)}; "
         f"machine: {machine_line(summary['machine'])}."
     )
 
