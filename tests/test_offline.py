@@ -332,6 +332,29 @@ def test_a_population_gives_the_numbers_of_its_cells_run_one_by_one(
         assert open(path, "rb").read() == open(r["model"], "rb").read()
 
 
+def test_cells_on_the_same_datasets_hold_the_same_rows_whatever_ranked_them(
+    distinct_root, tmp_path
+):
+    # A population stores shared rows once, beside each cell's rewards: the rows of one
+    # selection must be in one order for every task (two tasks rank these oppositely).
+    jobs = _jobs(
+        distinct_root, tmp_path, [("point-angle-0", "all", 0), ("point-angle-180", "all", 0)]
+    )
+    east, west = (offline.prepare_cell(job) for job in jobs)
+    assert [r.name for r in east.ranking] == [r.name for r in reversed(west.ranking)]
+    assert east.sources == west.sources
+    np.testing.assert_array_equal(east.data.observations, west.data.observations)
+    data, slices = offline.shared_data([east, west])
+    assert data.observations.shape[0] == east.data.num_transitions  # stored once
+    np.testing.assert_array_equal(  # each cell's rewards are its task's, row for row
+        np.asarray(data.rewards[int(slices["reward_start"][1]) :]), west.rewards
+    )
+    reversed_rows = dataclasses.replace(west.data, observations=west.data.observations[::-1])
+    backwards = dataclasses.replace(west, data=reversed_rows)
+    with pytest.raises(AssertionError, match="different orders"):
+        offline.shared_data([east, backwards])
+
+
 def test_models_fitted_side_by_side_are_those_fitted_one_by_one(point_root, tmp_path):
     # Two models (the seeds differ) fitted at once, one per device (the suite has two), are
     # bit for bit the models fitted alone on the default device.

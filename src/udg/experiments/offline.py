@@ -248,6 +248,11 @@ def prepare_cell(job: CellJob, loaded: dict[Path, Dataset] | None = None) -> Pre
         raise UdgError(
             f"task {task.name} is for env {task.env}, but the data is of env {datasets[0].env}"
         )
+    # In the order of their names: a selection keeps its datasets in the order given, so the
+    # same datasets (``sources``) are the same rows in every cell, whatever ranked them; a
+    # population stores them once, beside each cell's own rewards, and fits them one model.
+    order = sorted(range(len(datasets)), key=names.__getitem__)
+    datasets, names = [datasets[i] for i in order], [names[i] for i in order]
     selected, ranking = select(datasets, task, config.select)
     k = parse_selection(config.select) or len(ranking)
     sources = tuple(sorted(names[r.index] for r in ranking[:k]))
@@ -413,11 +418,16 @@ def shared_data(
     starts: dict[tuple, int] = {}
     pieces: list[Dataset] = []
     total = 0
+    first: dict[tuple, Dataset] = {}
     for cell in cells:
         if cell.sources not in starts:
             starts[cell.sources] = total
+            first[cell.sources] = cell.data
             pieces.append(cell.data)
             total += cell.data.num_transitions
+        elif not np.array_equal(first[cell.sources].observations, cell.data.observations):
+            # Each cell's rewards follow its own rows: shared rows must be in one order.
+            raise AssertionError(f"cells on {cell.sources} hold their rows in different orders")
     rewards = [c.rewards for c in cells] if rewards is None else rewards
     reward_starts = np.cumsum([0] + [len(r) for r in rewards])[:-1]
     data = mopo.RealData(
