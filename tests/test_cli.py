@@ -70,6 +70,7 @@ def test_collect_list_show_rank(capsys, tmp_path):
         capsys, "rank", "--task", "point-angle-90", str(root), str(tmp_path / "copy")
     )
     assert code == 0 and "folder" in out and "copy" in out
+    assert "folders below" in out  # each folder below the part they share: short, unfolded
     code, out, _ = run(capsys, "rank", "--task", "point-angle-90", str(root))
     assert code == 0 and "folder" not in out
 

@@ -7,6 +7,7 @@ JSON on stdout. Kept apart from :mod:`udg.cli.main` so that parsing stays declar
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -415,10 +416,14 @@ def print_ranking(ranking, task) -> None:
     # Datasets from different roots may share an id; then only the folder tells them apart.
     names = [r.name for r in ranking]
     show_paths = len(set(names)) < len(names)
+    if show_paths:  # each folder below the part all of them share: short, and what differs
+        common = os.path.commonpath([str(r.path) for r in ranking])
+        folders = [os.path.relpath(str(r.path), common) for r in ranking]
+        table.caption = f"folders below {common}"
     cols = ("rank", "dataset", "mean return", "reward/step", "episodes", "transitions")
     for col in cols + (("folder",) if show_paths else ()):
         table.add_column(col, justify="left" if col in ("dataset", "folder") else "right")
-    for r in ranking:
+    for i, r in enumerate(ranking):
         table.add_row(
             str(r.rank),
             r.name,
@@ -426,7 +431,7 @@ def print_ranking(ranking, task) -> None:
             f"{r.reward_per_step:.3f}",
             str(r.num_episodes),
             str(r.num_transitions),
-            *((str(r.path),) if show_paths else ()),
+            *((folders[i],) if show_paths else ()),
         )
     stdout.print(table)
 
