@@ -415,19 +415,15 @@ def shared_data(
     """The cells' data on the device, one flat copy of every distinct selection and each cell's
     rewards (``rewards``, default the cells' own), and where each cell's rows are:
     ``data_start``, ``data_size``, ``reward_start``, ``[C]`` each."""
-    starts: dict[tuple, int] = {}
-    pieces: list[Dataset] = []
-    total = 0
-    first: dict[tuple, Dataset] = {}
+    shared: dict[tuple, Dataset] = {}  # each distinct selection's rows, in first-seen order
     for cell in cells:
-        if cell.sources not in starts:
-            starts[cell.sources] = total
-            first[cell.sources] = cell.data
-            pieces.append(cell.data)
-            total += cell.data.num_transitions
-        elif not np.array_equal(first[cell.sources].observations, cell.data.observations):
+        kept = shared.setdefault(cell.sources, cell.data)
+        if not np.array_equal(kept.observations, cell.data.observations):
             # Each cell's rewards follow its own rows: shared rows must be in one order.
             raise AssertionError(f"cells on {cell.sources} hold their rows in different orders")
+    pieces = list(shared.values())
+    offsets = np.cumsum([0] + [p.num_transitions for p in pieces])[:-1]
+    starts = dict(zip(shared, offsets.tolist(), strict=True))
     rewards = [c.rewards for c in cells] if rewards is None else rewards
     reward_starts = np.cumsum([0] + [len(r) for r in rewards])[:-1]
     data = mopo.RealData(
