@@ -42,7 +42,8 @@ from udg.devices import use_cpu_cores  # noqa: E402
 
 use_cpu_cores()
 
-from bench_sac import dense_flops, interleaved_best, matmul_timer, sac_update_flops  # noqa: E402
+from bench_sac import interleaved_best, matmul_timer  # noqa: E402
+from demo_budget import OBS, fit_flops, stage2_flops  # noqa: E402
 
 from udg.data.collect import random_episodes  # noqa: E402
 from udg.data.minari_io import dataset_id_for, write_dataset  # noqa: E402
@@ -55,8 +56,8 @@ from udg.experiments.runs import git_revision, machine_description  # noqa: E402
 SMALL_TASKS = ("rooms-angle-0", "rooms-angle-120", "rooms-goal-4,4")
 DEMO_COLUMNS = (("udg", "top1"), ("udg", "top2"), ("udg", "all"), ("random", "all"))
 WAYS = ("per-cell", "per-cell-ray", "shared", "population")
-OBS, ACT = 4, 2  # rooms: (x, y, v_x, v_y), a 2-D force; its model predicts the change of the
-# observation only (every task's reward is computed from it)
+# OBS: rooms' (x, y, v_x, v_y); its model predicts the change of the observation only (every
+# task's reward is computed from it).
 
 
 def small_grid(root: Path, seeds: int, steps: int, mopo) -> list[Cell]:
@@ -138,24 +139,19 @@ def population_gflops(results: dict[str, dict], mopo, peak: float) -> None:
     """Achieved GFLOP/s of the population's policy epochs and of its model fits."""
     first = next(iter(results.values()))
     timings, cells = first["population"]["timings"], len(results)
-    updates = cells * mopo.epochs * mopo.steps_per_epoch
-    sac = updates * sac_update_flops(OBS, ACT, mopo.sac.hidden_dims, mopo.sac.batch_size)
+    sac, rollouts = stage2_flops(mopo, cells, OBS)
+    epochs = sac + rollouts
     d = mopo.dynamics
-    member = sum(dense_flops(1, [OBS + ACT, *d.hidden_dims, 2 * OBS]))
-    policy = sum(dense_flops(1, [OBS, *mopo.sac.hidden_dims, 2 * ACT]))
-    refreshes = mopo.epochs * mopo.steps_per_epoch // mopo.rollout_freq
-    rollouts = cells * refreshes * mopo.rollout_batch_size * mopo.rollout_length
-    epochs = sac + rollouts * (d.ensemble_size * member + policy)
     fits = {}
     for r in results.values():  # each distinct model once, with the epochs it ran
         m = r["dynamics"]
         steps = math.ceil(m["train_size"] / min(d.batch_size, m["train_size"]))
         steps = min(steps, d.max_batches_per_epoch or steps)
-        fits[r["model"]] = m["epochs"] * steps * d.batch_size * d.ensemble_size * 3 * member
-    fit_flops = sum(fits.values())
+        fits[r["model"]] = fit_flops(mopo, m["epochs"] * steps, OBS)
+    fit_flops_total = sum(fits.values())
     for what, flops, seconds in (
         ("policy epochs (SAC updates + rollouts)", epochs, timings["epochs"]),
-        (f"model fits ({len(fits)})", fit_flops, timings["dynamics"]),
+        (f"model fits ({len(fits)})", fit_flops_total, timings["dynamics"]),
     ):
         rate = flops / seconds
         print(

@@ -37,6 +37,31 @@ from udg.experiments.presets import preset  # noqa: E402
 OBS, ACT = 4, 2  # point and rooms: (x, y, v_x, v_y), a 2-D force
 
 
+def member_forward_flops(mopo, outputs: int) -> int:
+    """One ensemble member's forward pass on one row, predicting ``outputs`` columns (mean and
+    log-variance of each)."""
+    return sum(dense_flops(1, [OBS + ACT, *mopo.dynamics.hidden_dims, 2 * outputs]))
+
+
+def stage2_flops(mopo, cells: int, outputs: int) -> tuple[int, int]:
+    """Matmul FLOPs of ``cells`` MOPO cells' policy training: their SAC updates, and their
+    rollouts (refreshes x rollout_batch_size x horizon forward passes of every ensemble member
+    and of the policy)."""
+    updates = cells * mopo.epochs * mopo.steps_per_epoch
+    sac = updates * sac_update_flops(OBS, ACT, mopo.sac.hidden_dims, mopo.sac.batch_size)
+    refreshes = mopo.epochs * mopo.steps_per_epoch // mopo.rollout_freq
+    steps = cells * refreshes * mopo.rollout_batch_size * mopo.rollout_length
+    policy = sum(dense_flops(1, [OBS, *mopo.sac.hidden_dims, 2 * ACT]))
+    member = member_forward_flops(mopo, outputs)
+    return sac, steps * (mopo.dynamics.ensemble_size * member + policy)
+
+
+def fit_flops(mopo, steps: int, outputs: int) -> int:
+    """Matmul FLOPs of ``steps`` minibatches of a model fit, every member ~3x a forward pass."""
+    d = mopo.dynamics
+    return steps * d.batch_size * d.ensemble_size * 3 * member_forward_flops(mopo, outputs)
+
+
 def budget(env: str, fits: int) -> dict[str, float]:
     """FLOPs per seed of each part of the demo on ``env``."""
     p = preset(env, "demo")
@@ -44,23 +69,15 @@ def budget(env: str, fits: int) -> dict[str, float]:
     per_update_1 = sac_update_flops(OBS, ACT, gen.sac.hidden_dims, gen.sac.batch_size)
     updates_1 = gen.num_agents * gen.steps * gen.updates_per_step
     experts = len(PAPER_ANGLES) * gen.steps * gen.updates_per_step
-    cells = 5 * len(PAPER_ANGLES)
-    per_update_2 = sac_update_flops(OBS, ACT, mopo.sac.hidden_dims, mopo.sac.batch_size)
-    updates_2 = cells * mopo.epochs * mopo.steps_per_epoch
+    outputs = OBS + 1  # the next observation (and a reward: an upper bound for rooms)
+    sac, rollouts = stage2_flops(mopo, 5 * len(PAPER_ANGLES), outputs)
     d = mopo.dynamics
-    out_dim = 2 * (OBS + 1)  # mean and log-variance of the next observation (and a reward)
-    member_forward = sum(dense_flops(1, [OBS + ACT, *d.hidden_dims, out_dim]))
-    refreshes = mopo.epochs * mopo.steps_per_epoch // mopo.rollout_freq
-    rollout_steps = cells * refreshes * mopo.rollout_batch_size * mopo.rollout_length
-    policy_forward = sum(dense_flops(1, [OBS, *mopo.sac.hidden_dims, 2 * ACT]))
-    rollouts = rollout_steps * (d.ensemble_size * member_forward + policy_forward)
-    fit = d.max_epochs * d.max_batches_per_epoch * d.batch_size * d.ensemble_size * 3
     return {
         "stage 1 SAC": updates_1 * per_update_1,
         "baseline SAC": experts * per_update_1,
-        "stage 2 SAC": updates_2 * per_update_2,
+        "stage 2 SAC": sac,
         "stage 2 rollouts": rollouts,
-        "model fits": fits * fit * member_forward,
+        "model fits": fits * fit_flops(mopo, d.max_epochs * d.max_batches_per_epoch, outputs),
     }
 
 
