@@ -296,13 +296,7 @@ def test_report_names_a_mixed_in_reward():
 
 def test_every_stage_shows_progress_to_its_total(demo_run):
     bars = PROGRESS.bars
-    assert sorted(bars) == [
-        "seed 0 baselines rooms K=2",
-        "seed 0 stage 1 rooms K=3",
-        "seed 1 baselines rooms K=2",
-        "seed 1 stage 1 rooms K=3",
-        "stage 2 MOPO",
-    ]
+    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "stage 2 MOPO"]
     for bar in bars.values():
         completed = [c for c, _ in bar["updates"]]
         assert completed == sorted(completed) and completed[-1] == bar["total"] > 0
@@ -328,6 +322,7 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
     # The stages' datasets are handed back through links, a naming no convention rebuilds;
     # the cells and the theory check must use them, and still find every cell finished.
     out, config, summary, _ = demo_run
+    import udg.experiments.data_stage as data_stage
     import udg.experiments.offline as offline
     import udg.experiments.pipeline as pipeline
 
@@ -337,7 +332,7 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
             link.symlink_to(path.parent, target_is_directory=True)
         return link / path.name
 
-    real_generate, real_random = pipeline.run_generate, pipeline._random_dataset
+    real_generate, real_random = data_stage.run_generate, data_stage.random_dataset
 
     def run_generate(gen, run_out, on_round=None):
         generator, paths = real_generate(gen, run_out, on_round)
@@ -350,13 +345,13 @@ def test_pipeline_uses_the_dataset_paths_the_stages_return(demo_run, monkeypatch
         cells.extend(grid)
         return real_run_cells(grid, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run_generate", run_generate)
+    monkeypatch.setattr(data_stage, "run_generate", run_generate)
     monkeypatch.setattr(
-        pipeline, "_random_dataset", lambda *a: linked(real_random(*a), f"random{a[3]}")
+        data_stage, "random_dataset", lambda *a: linked(real_random(*a), f"random{a[3]}")
     )
     monkeypatch.setattr(pipeline, "run_cells_with_bar", run_cells_with_bar)
     monkeypatch.setattr(offline, "train", lambda *a, **k: pytest.fail("recomputed"))
-    again = run_pipeline(config, out, log=lambda m: None)
+    again = run_pipeline(config, out, log=lambda m: None, data_workers=1)  # patched here
     folders: dict[str, set[str]] = {}
     for c in cells:
         folders.setdefault(c.data, set()).update(str(Path(p).parent) for p in c.datasets)
@@ -461,3 +456,40 @@ def test_demo_refusals_are_one_line_before_any_folder(tmp_path, capsys, argv, me
     err = capsys.readouterr().err.strip()
     assert err.startswith("udg: error: ") and message in err and "\n" not in err
     assert not out.exists()
+
+
+def test_data_jobs_side_by_side_equal_one_after_another(demo_run, tmp_path):
+    # The fixture's jobs ran in worker processes, one core and one JAX device each; here the
+    # same seed's jobs run in this process (every core's device): the datasets are equal.
+    from udg.devices import usable_cores
+    from udg.experiments import pipeline
+    from udg.experiments.data_stage import make_data
+
+    out, config, summary, _ = demo_run
+    assert summary["data_workers"] == min(2, usable_cores())
+    if summary["data_workers"] < 2:
+        pytest.skip("one core: the fixture's jobs ran in this process too")
+    spec = pipeline.get_experiment(config.experiment)
+    gens, tasks = pipeline._validated(config, spec)
+    jobs = pipeline._seed_jobs(config, spec, 0, gens[0], tasks, tmp_path)
+    data, loaded = make_data(jobs, 1, spec.supervised_task, lambda m: None, PROGRESS)
+    here = [p for kind in ("udg", "random", "supervised") for p in data[0].sources[kind]]
+    there = [p for kind in ("udg", "random", "supervised") for p in summary["sources"]["0"][kind]]
+    assert len(here) == len(there) == 5
+    for mine, theirs in zip(here, there, strict=True):
+        a, b = loaded[Path(mine)], load_dataset(theirs)
+        for column in ("observations", "actions", "rewards", "next_observations"):
+            np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
+
+
+def test_a_failing_data_job_stops_the_workers_with_its_error(tmp_path):
+    from udg.experiments.data_stage import DataJob, run_jobs
+
+    (tmp_path / "file").write_text("not a run folder")
+    gen = dataclasses.replace(TINY, env="rooms", num_agents=2)
+    jobs = [
+        DataJob(0, "udg", tmp_path / "file", gen, "bad"),
+        DataJob(1, "random", tmp_path / "random", gen, "random"),
+    ]
+    with pytest.raises(UdgError, match="file"):
+        run_jobs(jobs, 2, lambda message: None)

@@ -25,7 +25,7 @@ import numpy as np
 from udg.agents import sac
 from udg.agents.replay import PopulationReplay
 from udg.data.collect import run_episodes, timed
-from udg.data.dataset import Episode
+from udg.data.dataset import Dataset, Episode
 from udg.data.episode_arrays import episode_arrays, episodes_from_arrays
 from udg.data.minari_io import dataset_id_for, write_dataset
 from udg.diversity import wasserstein as wd
@@ -508,11 +508,16 @@ def round_summary(config: GenerateConfig, row: dict) -> dict[str, float | str]:
     }
 
 
-def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = None) -> Path:
+def plot_run_coverage(
+    run: Path,
+    last: int | None = None,
+    out: Path | None = None,
+    loaded: dict[Path, Dataset] | None = None,
+) -> Path:
     """Draw the coverage figure of a finished generate run from its datasets: into ``out``
     (default ``RUN/coverage.png``), with each agent's last ``last`` episodes bold (default:
-    its last 20 %)."""
-    from udg.data.minari_io import find_datasets, load_dataset
+    its last 20 %). ``loaded``: datasets read before, by folder (those it reads are added)."""
+    from udg.data.minari_io import find_datasets, load_datasets
     from udg.experiments.plots import plot_coverage
 
     if last is not None and last < 1:
@@ -527,8 +532,8 @@ def plot_run_coverage(run: Path, last: int | None = None, out: Path | None = Non
     if len(features) < 2:
         raise UdgError("the coverage figure needs at least two feature columns")
     trajectories, labels = [], []
-    for path in find_datasets([run / "datasets"]):
-        data = load_dataset(path)
+    paths = find_datasets([run / "datasets"])
+    for path, data in zip(paths, load_datasets(paths, loaded), strict=True):
         trajectories.append(data.feature_episodes(features[:2]))
         labels.append(path.name.removesuffix("-v0"))
     title = f"{config['env']}: {config['num_agents']} agents, {manifest['env_steps_per_agent']} steps each"

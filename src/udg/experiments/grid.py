@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from udg.errors import UdgError, unknown_name
 
 if TYPE_CHECKING:  # offline.py imports JAX; a grid's driver may not need it
+    from udg.data.dataset import Dataset
     from udg.experiments.offline import OfflineConfig
 
 EXECUTORS = ("local", "ray")
@@ -105,10 +106,12 @@ def run_batch(
     work: str,
     on_epoch: EpochHook | None = None,
     on_model_epoch: ModelEpochHook | None = None,
+    loaded: dict[Path, Dataset] | None = None,
 ) -> list[dict]:
     """Train one population (or read back its finished cells); the results in ``cells``'
     order. ``work`` holds the grid's shared models (``models/``) and the population's
-    checkpoint (``populations/<id>/``, the id made from the cells' folders)."""
+    checkpoint (``populations/<id>/``, the id made from the cells' folders); ``loaded``: the
+    datasets read before, by folder."""
     from udg.experiments.offline import CellJob, run_population
 
     ident = hashlib.sha256("\n".join(sorted(c.out for c in cells)).encode()).hexdigest()[:16]
@@ -122,6 +125,7 @@ def run_batch(
         if on_model_epoch is None
         else lambda i, e, losses: on_model_epoch(cells[i], e, float(losses.mean())),
         on_epoch=None if on_epoch is None else lambda i, e, row: on_epoch(cells[i], e, row),
+        loaded=loaded,
     )
 
 
@@ -134,9 +138,12 @@ def run_cells(
     on_epoch: EpochHook | None = None,
     on_model_epoch: ModelEpochHook | None = None,
     max_cells: int | None = None,
+    loaded: dict[Path, Dataset] | None = None,
 ) -> dict[str, dict]:
     """Run every cell, population by population (:func:`populations`; ``max_cells=1`` runs
-    them one by one); returns ``{cell name: result}`` in the cells' order.
+    them one by one); returns ``{cell name: result}`` in the cells' order. ``loaded``: the
+    datasets read before, by folder, which the local executor's populations do not read again
+    (and to which they add those they read).
 
     ``work`` is the grid's folder for shared models and checkpoints. ``on_done(cell, result)``
     follows each finished cell, ``on_model_epoch`` and ``on_epoch`` each epoch of a model fit
@@ -156,7 +163,7 @@ def run_cells(
     results = {}
     for batch in batches:
         for cell, result in zip(
-            batch, run_batch(batch, work, on_epoch, on_model_epoch), strict=True
+            batch, run_batch(batch, work, on_epoch, on_model_epoch, loaded), strict=True
         ):
             results[cell.name] = result
             if on_done is not None:
@@ -171,7 +178,7 @@ def run_cells_with_bar(
     log: Callable[[str], None] = print,
     **run,
 ) -> dict[str, dict]:
-    """:func:`run_cells` (``run``: work, executor, address, max_cells) counting MOPO epochs on
+    """:func:`run_cells` (``run``: work, executor, address, max_cells, loaded) counting MOPO epochs on
     ``bar``.
 
     ``bar.update(n, **metrics)`` gets the epochs done over all cells (``epochs`` per cell, so the

@@ -734,6 +734,7 @@ def run_population(
     on_model_epoch: Callable[[int, int, np.ndarray], None] | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
     model_path: Path | None = None,
+    loaded: dict[Path, Dataset] | None = None,
 ) -> list[dict]:
     """Run (or resume, or read back) the cells ``jobs`` as one population; their results.
 
@@ -741,7 +742,8 @@ def run_population(
     file per model id; default ``work``). The hooks get the cell's index in ``jobs``:
     ``on_prepared`` its selection (for a ranking), ``on_model_epoch`` each epoch of a model
     fit (of the first cell needing it), ``on_epoch`` each policy epoch. ``model_path`` makes
-    every cell use that saved model instead of fitting one.
+    every cell use that saved model instead of fitting one. ``loaded`` holds the datasets read
+    before, by folder (those read now are added).
     """
     results: dict[int, dict] = {}
     for i, job in enumerate(jobs):  # nothing is written until every cell has been checked
@@ -760,7 +762,7 @@ def run_population(
     start = time.perf_counter()
     if algo == "mopo":
         check_population_memory([jobs[i].config for i in todo])  # before any data is read
-    prepared, loaded = [], {}
+    prepared, loaded = [], {} if loaded is None else loaded
     for i in todo:
         prepared.append(prepare_cell(jobs[i], loaded))
         if on_prepared is not None:

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from udg.data.collect import random_episodes
 from udg.data.dataset import Dataset
-from udg.data.minari_io import dataset_bytes, dataset_id_for, load_dataset, write_dataset
+from udg.data.minari_io import dataset_bytes, load_datasets
 from udg.data.relabel import parse_selection, relabel, select
 from udg.devices import usable_cores
 from udg.envs.registry import get_env_spec, observed_columns
@@ -38,12 +37,15 @@ from udg.envs.tasks import PAPER_ANGLES, get_task
 from udg.errors import UdgError, unknown_name
 from udg.evaluation import coverage, theory
 from udg.evaluation.reference import normalised_score, reference_rows
-from udg.experiments.generate import (
-    check_generate_memory,
-    plot_run_coverage,
-    round_summary,
-    run_generate,
+from udg.experiments.data_stage import (
+    DataJob,
+    SeedData,
+    experts_config,
+    make_data,
+    seed_jobs,
+    worker_count,
 )
+from udg.experiments.generate import check_generate_memory
 from udg.experiments.generate_config import GenerateConfig, generate_preset
 from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
 from udg.experiments.offline import OfflineConfig, model_fits
@@ -173,23 +175,6 @@ class PipelineConfig:
     total."""
 
 
-def _random_dataset(env: str, steps: int, episode_length: int, seed: int, root: Path) -> Path:
-    dataset_id = dataset_id_for(env, "random")
-    path = root / dataset_id
-    if path.exists():
-        return path
-    episodes = random_episodes(env, steps, seed, max_episode_steps=episode_length)
-    return write_dataset(
-        episodes,
-        root,
-        dataset_id,
-        env,
-        max_episode_steps=episode_length,
-        algorithm="uniform-random",
-        udg_metadata={"kind": "random"},
-    )
-
-
 Progress = Callable[[str, int, str], contextlib.AbstractContextManager[Any]]
 """``progress(description, total, unit)`` -> a context whose value has ``update(n, **metrics)``
 (:func:`udg.cli.progress.progress_bar`)."""
@@ -197,20 +182,6 @@ Progress = Callable[[str, int, str], contextlib.AbstractContextManager[Any]]
 
 def _no_progress(description: str, total: int, unit: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext(SimpleNamespace(update=lambda completed, **metrics: None))
-
-
-def _generate_with_bar(
-    config: GenerateConfig, out: Path, description: str, progress: Progress
-) -> list[Path]:
-    """:func:`run_generate` under a progress bar; returns the datasets it wrote, one per agent."""
-    total = config.rounds * config.episode_length
-    with progress(description, total, "steps") as bar:
-
-        def on_round(round_done: int, row: dict) -> None:
-            bar.update(min(round_done * config.episode_length, total), **round_summary(config, row))
-
-        _, paths = run_generate(config, out, on_round)
-    return paths
 
 
 def get_experiment(name: str) -> ExperimentSpec:
@@ -228,13 +199,16 @@ def run_pipeline(
     log: Callable[[str], None] = print,
     progress: Progress = _no_progress,
     max_cells: int | None = None,
+    data_workers: int | None = None,
 ) -> dict:
     """Run (or resume) the experiment in ``out``; returns what it wrote to results.json.
 
     Seed ``s`` writes its stage 1 and baselines under ``out/seed-<s>/``; every MOPO cell of
     every seed goes under ``out/offline/``. ``log`` gets one line per stage and per finished
     cell; ``progress`` makes a bar per stage. ``max_cells`` caps how many MOPO cells train as
-    one population (default: all that can).
+    one population (default: all that can). ``data_workers`` is how many of the seeds' data
+    jobs run side by side, each in its own process (default: one per CPU core,
+    :func:`udg.experiments.data_stage.worker_count`; 1 runs them here, one after another).
     """
     spec = get_experiment(config.experiment)
     gens, tasks = _validated(config, spec)
@@ -244,15 +218,20 @@ def run_pipeline(
         raise UdgError(f"--population-cells must be at least 1, got {max_cells}")
     if address is not None and executor != "ray":
         raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
+    if data_workers is not None and data_workers < 1:
+        raise UdgError(f"the data jobs need at least 1 worker, got {data_workers}")
     template = _offline_template(config, spec, tasks)
-    first = next(iter(gens.values()))  # the seeds' stage-1 runs, one after another, differ
-    check_generate_memory(first)  # only in their seed: each fits in memory if the first does
-    check_generate_memory(_experts_config(config, spec, first, tasks))
     out = Path(out)
+    jobs = [
+        job for seed, gen in gens.items() for job in _seed_jobs(config, spec, seed, gen, tasks, out)
+    ]
+    for job in jobs[:2]:  # the seeds' stage-1 runs differ only in their seed: each fits in
+        check_generate_memory(job.config)  # memory if the first seed's do (udg, experts)
+    workers = worker_count(jobs) if data_workers is None else data_workers
     fields = _claim(out, config)
     try:
-        summary = _run_claimed(config, spec, gens, tasks, template, out, executor, address, log,
-                               progress, max_cells)  # fmt: skip
+        summary = _run_claimed(config, spec, jobs, workers, tasks, template, out, executor,
+                               address, log, progress, max_cells)  # fmt: skip
         write_manifest(out, PIPELINE_KIND, "complete", fields)
         return summary
     finally:
@@ -322,20 +301,33 @@ def _claim(out: Path, config: PipelineConfig) -> dict:
     return fields
 
 
-def _run_claimed(config, spec, gens, tasks, template, out, executor, address, log, progress,
-                 max_cells) -> dict:  # fmt: skip
+def _expert_tasks(spec: ExperimentSpec, tasks: list[str]) -> list[str]:
+    """The baselines' agents' tasks: each downstream task (an expert), then the supervised
+    task when it is not one of them."""
+    return tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
+
+
+def _seed_jobs(config, spec, seed, gen, tasks, out: Path) -> list[DataJob]:
+    """The data jobs of seed ``seed`` (stage-1 config ``gen``) under ``out/seed-<s>/``."""
+    return seed_jobs(
+        seed, gen, _expert_tasks(spec, tasks), config.expert_steps, spec.supervised_task,
+        out / f"seed-{seed}",
+    )  # fmt: skip
+
+
+def _run_claimed(config, spec, jobs, workers, tasks, template, out, executor, address, log,
+                 progress, max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
     schedule, label = template.schedule, ALGO_LABELS[template.algo]
-    data = {
-        seed: _make_data(config, spec, gen, seed, tasks, out / f"seed-{seed}", log, progress)
-        for seed, gen in gens.items()
-    }
+    data, loaded = make_data(jobs, workers, spec.supervised_task, log, progress)
+    data_seconds = time.perf_counter() - start
     cells = _cells(spec, tasks, data, template, out)
     batches = populations(cells, max_cells)
     log(
         f"stage 2: {len(cells)} {label} cells ({len(data)} seed(s)) in {len(batches)} "
         f"population(s) ({executor} executor)"
     )
+    stage2_start = time.perf_counter()
     with progress(f"stage 2 {label}", len(cells) * schedule.epochs, "epochs") as bar:
         results = run_cells_with_bar(
             cells,
@@ -346,17 +338,19 @@ def _run_claimed(config, spec, gens, tasks, template, out, executor, address, lo
             executor=executor,
             address=address,
             max_cells=max_cells,
+            loaded=loaded,
         )
+    stage2_seconds = time.perf_counter() - stage2_start
 
     log("reference returns: zero action, random actions, expert; theory check: exact W1")
-    loaded = _load_all(data)  # every dataset once, for the reference rows, coverage and W1
+    loaded = _load_all(data, loaded)  # every dataset, for the reference rows, coverage and W1
     reference = _reference(tasks, data, loaded, schedule.eval_episodes)
     table = _table(cells, results)
     summary = {
         "experiment": spec.name,
         "env": spec.env,
         "algo": template.algo,
-        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(gens[config.seed])},
+        "config": dataclasses.asdict(config) | {"generate": dataclasses.asdict(jobs[0].config)},
         "seeds": list(data),
         "sources": {str(s): d.sources for s, d in data.items()},
         "tasks": tasks,
@@ -373,6 +367,12 @@ def _run_claimed(config, spec, gens, tasks, template, out, executor, address, lo
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
+        "phase_seconds": {  # this invocation's
+            "data": data_seconds,
+            "stage 2": stage2_seconds,
+            "the rest": time.perf_counter() - stage2_start - stage2_seconds,
+        },
+        "data_workers": workers,
         "stage_seconds": _stage_seconds(out, data, cells, results, label),
         "model_fits": model_fits([results[c.name] for c in cells]),
     }
@@ -413,32 +413,6 @@ def _validated(
     return gens, tasks
 
 
-@dataclasses.dataclass(frozen=True)
-class SeedData:
-    """What one seed's stage 1 and baselines wrote: the dataset folders of each data kind (UDG:
-    one per agent) and each task's expert dataset."""
-
-    seed: int
-    sources: dict[str, tuple[str, ...]]
-    experts: dict[str, Path]
-
-
-def _experts_config(
-    config: PipelineConfig, spec: ExperimentSpec, gen: GenerateConfig, tasks: list[str]
-) -> GenerateConfig:
-    """The baselines' stage-1 config of a seed: one SAC agent per task, trained at once."""
-    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
-    return dataclasses.replace(
-        gen,
-        num_agents=len(expert_tasks),
-        agent_tasks=tuple(expert_tasks),
-        task=None,
-        w_task=1.0,
-        w_div=0.0,
-        steps=config.expert_steps or gen.steps,
-    ).validated()
-
-
 def pipeline_disk_bytes(config: PipelineConfig) -> int:
     """A lower estimate of the disk a pipeline's datasets take: each seed's stage 1, its
     baselines and its random data (MOPO's files are small beside them)."""
@@ -446,7 +420,7 @@ def pipeline_disk_bytes(config: PipelineConfig) -> int:
     # Every seed writes datasets of the same shapes: one seed's, times the seeds.
     gens, tasks = _validated(dataclasses.replace(config, seeds=1), spec)
     gen = next(iter(gens.values()))
-    experts = _experts_config(config, spec, gen, tasks)
+    experts = experts_config(gen, _expert_tasks(spec, tasks), config.expert_steps)
     total = 0
     for run in (gen, experts):
         steps = run.rounds * run.episode_length
@@ -454,48 +428,6 @@ def pipeline_disk_bytes(config: PipelineConfig) -> int:
     random_steps = gen.num_agents * gen.rounds * gen.episode_length
     total += dataset_bytes(spec.env, random_steps, gen.episode_length)
     return config.seeds * total
-
-
-def _make_data(
-    config: PipelineConfig,
-    spec: ExperimentSpec,
-    gen: GenerateConfig,
-    seed: int,
-    tasks: list[str],
-    out: Path,
-    log: Callable[[str], None],
-    progress: Progress,
-) -> SeedData:
-    """Stage 1 and the baselines' data of one seed, under ``out``."""
-    expert_tasks = tasks + ([spec.supervised_task] if spec.supervised_task not in tasks else [])
-    expert_steps = config.expert_steps or gen.steps
-    log(f"seed {seed}, stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each")
-    udg_paths = _generate_with_bar(
-        gen, out / "udg", f"seed {seed} stage 1 {spec.env} K={gen.num_agents}", progress
-    )
-    plot_run_coverage(out / "udg")
-    log(
-        f"seed {seed}, baselines: {len(expert_tasks)} SAC agents, one per task, trained at "
-        f"once, {expert_steps} steps each (supervised data: {spec.supervised_task}; "
-        "the others are the experts)"
-    )
-    experts_config = _experts_config(config, spec, gen, tasks)
-    expert_paths = _generate_with_bar(
-        experts_config,
-        out / "experts",
-        f"seed {seed} baselines {spec.env} K={len(expert_tasks)}",
-        progress,
-    )
-    experts = dict(zip(expert_tasks, expert_paths, strict=True))  # agent i learnt task i
-    total = gen.num_agents * gen.rounds * gen.episode_length
-    log(f"seed {seed}, baseline: {total} uniformly random transitions")
-    random_path = _random_dataset(spec.env, total, gen.episode_length, seed, out / "random")
-    sources = {
-        "udg": tuple(str(p) for p in udg_paths),
-        "random": (str(random_path),),
-        "supervised": (str(experts[spec.supervised_task]),),
-    }
-    return SeedData(seed, sources, experts)
 
 
 def _cells(
@@ -587,14 +519,15 @@ def _data_returns(cells: list[Cell], results: dict[str, dict]) -> dict:
     return _per_column(cells, lambda c: results[c.name]["data_mean_return"])
 
 
-def _load_all(data: dict[int, SeedData]) -> dict[str, Dataset]:
-    """Every dataset of every seed (the data kinds' and the experts'), by its folder."""
+def _load_all(data: dict[int, SeedData], loaded: dict[Path, Dataset]) -> dict[str, Dataset]:
+    """Every dataset of every seed (the data kinds' and the experts'), by its folder; those in
+    ``loaded`` (by folder) are not read again."""
     paths = {
         str(p)
         for d in data.values()
         for p in [*(q for kind in DATA_KINDS for q in d.sources[kind]), *d.experts.values()]
     }
-    return {p: load_dataset(p) for p in sorted(paths)}
+    return {p: load_datasets([p], loaded)[0] for p in sorted(paths)}
 
 
 def _reference(

@@ -234,6 +234,10 @@ def timing_line(summary: dict) -> str:
     """The wall time of the invocation that wrote the report, and the stages' own recorded times
     (see ``pipeline._stage_seconds``) when present."""
     line = f"wall time {summary['wall_seconds']:.0f} s"
+    phases = summary.get("phase_seconds")
+    if phases:  # recorded since the seeds' data jobs run side by side
+        line += " (" + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+        line += f"; the data jobs {summary['data_workers']} at a time)"
     stages = summary.get("stage_seconds")
     if stages:
         parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items())

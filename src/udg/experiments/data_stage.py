@@ -1,0 +1,297 @@
+"""Each seed's data for the pipeline: stage 1's diverse agents, the baselines' SAC agents and
+the uniformly random data, as jobs that run side by side, one process per CPU core.
+
+A seed's three jobs are independent of each other and of the other seeds'. On a CPU, one job's
+small networks (a SAC population at batch 256) run about as fast on one core as on all of
+them, so the jobs run in worker processes, each pinned to its own core with one JAX device:
+on the developers' 2 cores the demo's 3 seeds take about half the time they take one after
+another. A job's numbers do not depend on where it ran (a stage-1 run on one device equals the
+same run over one device per core), and each is a resumable run in its own folder, so a killed
+pool resumes like a killed run. With one core, or on a GPU or TPU (one accelerator, shared),
+the jobs run one after another in this process. Each job hands back its datasets as loaded, so
+that stage 2 and the report read no dataset again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from udg.data.collect import random_episodes
+from udg.data.dataset import Dataset
+from udg.data.minari_io import dataset_id_for, load_datasets, write_dataset
+from udg.devices import usable_cores
+from udg.experiments.generate import (
+    memory_estimate,
+    plot_run_coverage,
+    round_summary,
+    run_generate,
+)
+from udg.experiments.generate_config import GenerateConfig
+from udg.limits import machine_memory
+
+JOB_KINDS = ("udg", "experts", "random")
+"""A seed's jobs: stage 1 (the UDG data), the baselines' SAC agents (one per task: the
+supervised data and the experts) and the uniformly random data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedData:
+    """What one seed's stage 1 and baselines wrote: the dataset folders of each data kind (UDG:
+    one per agent) and each task's expert dataset."""
+
+    seed: int
+    sources: dict[str, tuple[str, ...]]
+    experts: dict[str, Path]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataJob:
+    """One job of a seed: ``kind`` (one of :data:`JOB_KINDS`) written under ``out``."""
+
+    seed: int
+    kind: str
+    out: Path
+    config: GenerateConfig
+    """The stage-1 run's config (``udg``, ``experts``); for ``random``, the seed's stage 1,
+    whose env, episode length and total transitions the random data takes."""
+    log_line: str
+    """What the pipeline's log says when the job starts."""
+
+    @property
+    def name(self) -> str:
+        return f"seed {self.seed} {self.kind}"
+
+    @property
+    def steps(self) -> int:
+        """The job's progress total: env steps per agent, or the random data's transitions."""
+        c = self.config
+        per_agent = c.rounds * c.episode_length
+        return c.num_agents * per_agent if self.kind == "random" else per_agent
+
+
+def experts_config(
+    gen: GenerateConfig, expert_tasks: list[str], expert_steps: int | None
+) -> GenerateConfig:
+    """The baselines' stage-1 config of a seed: one SAC agent per task, trained at once."""
+    return dataclasses.replace(
+        gen,
+        num_agents=len(expert_tasks),
+        agent_tasks=tuple(expert_tasks),
+        task=None,
+        w_task=1.0,
+        w_div=0.0,
+        steps=expert_steps or gen.steps,
+    ).validated()
+
+
+def seed_jobs(
+    seed: int,
+    gen: GenerateConfig,
+    expert_tasks: list[str],
+    expert_steps: int | None,
+    supervised_task: str,
+    out: Path,
+) -> list[DataJob]:
+    """A seed's three jobs under ``out`` (its ``seed-<s>`` folder)."""
+    experts = experts_config(gen, expert_tasks, expert_steps)
+    total = gen.num_agents * gen.rounds * gen.episode_length
+    return [
+        DataJob(
+            seed,
+            "udg",
+            out / "udg",
+            gen,
+            f"seed {seed}, stage 1: {gen.num_agents} diverse agents, {gen.steps} steps each",
+        ),
+        DataJob(
+            seed,
+            "experts",
+            out / "experts",
+            experts,
+            f"seed {seed}, baselines: {len(expert_tasks)} SAC agents, one per task, trained at "
+            f"once, {experts.steps} steps each (supervised data: {supervised_task}; the others "
+            "are the experts)",
+        ),
+        DataJob(
+            seed,
+            "random",
+            out / "random",
+            gen,
+            f"seed {seed}, baseline: {total} uniformly random transitions",
+        ),  # fmt: skip
+    ]
+
+
+def random_dataset(env: str, steps: int, episode_length: int, seed: int, root: Path) -> Path:
+    """The seed's uniformly random dataset of ``steps`` transitions under ``root`` (kept when
+    it is there)."""
+    dataset_id = dataset_id_for(env, "random")
+    path = root / dataset_id
+    if path.exists():
+        return path
+    episodes = random_episodes(env, steps, seed, max_episode_steps=episode_length)
+    return write_dataset(
+        episodes,
+        root,
+        dataset_id,
+        env,
+        max_episode_steps=episode_length,
+        algorithm="uniform-random",
+        udg_metadata={"kind": "random"},
+    )
+
+
+Send = Callable[[tuple], None]
+"""Where a job reports: ``("start", name)`` and ``("steps", name, completed, metrics)``."""
+
+
+def run_job(job: DataJob, send: Send) -> tuple[str, list[str], dict[Path, Dataset]]:
+    """Run (or resume, or find finished) ``job``; its name, its datasets' folders (a stage-1
+    run's in agent order) and those datasets loaded, by folder."""
+    send(("start", job.name))
+    config = job.config
+    if job.kind == "random":
+        path = random_dataset(config.env, job.steps, config.episode_length, job.seed, job.out)
+        paths = [path]
+    else:
+
+        def on_round(round_done: int, row: dict) -> None:
+            completed = min(round_done * config.episode_length, job.steps)
+            send(("steps", job.name, completed, round_summary(config, row)))
+
+        _, paths = run_generate(config, job.out, on_round)
+    loaded: dict[Path, Dataset] = {}
+    load_datasets(paths, loaded)
+    if job.kind == "udg" and not _figure_is_current(job.out):
+        plot_run_coverage(job.out, loaded=loaded)
+    send(("steps", job.name, job.steps, {}))
+    return job.name, [str(p) for p in paths], loaded
+
+
+def _figure_is_current(run: Path) -> bool:
+    """Whether the run's coverage figure was drawn after the run last finished."""
+    from udg.experiments.runs import MANIFEST
+
+    figure, manifest = run / "coverage.png", run / MANIFEST
+    return figure.exists() and figure.stat().st_mtime >= manifest.stat().st_mtime
+
+
+def worker_count(jobs: list[DataJob]) -> int:
+    """How many jobs run side by side by default: one per usable core on a CPU backend (each
+    job's population then has a core to itself), as many as the memory holds with each worker
+    at its largest job; one on a GPU or TPU."""
+    import jax
+
+    if jax.default_backend() != "cpu" or len(jobs) < 2:
+        return 1
+    largest = max(memory_estimate(j.config) for j in jobs if j.kind != "random")
+    fit = max(1, machine_memory() // max(largest, 1))
+    return max(1, min(usable_cores(), len(jobs), fit))
+
+
+def run_jobs(jobs: list[DataJob], workers: int, on_message: Send) -> list[tuple]:
+    """Every job's :func:`run_job` result, in ``jobs``' order: one after another in this process
+    (``workers`` 1), or on ``workers`` processes, each pinned to one core. ``on_message`` gets
+    every job's reports in this process, as they come."""
+    if workers <= 1:
+        return [run_job(job, on_message) for job in jobs]
+    context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
+    messages, cores = context.Queue(), context.Queue()
+    for core in sorted(_cores())[:workers]:
+        cores.put(core)
+    results: dict[int, tuple] = {}
+    # Leaving the block terminates the workers: after an error in one job, the others stop
+    # (each is a resumable run) and the error is raised here.
+    with context.Pool(workers, initializer=_start_worker, initargs=(cores, messages)) as pool:
+        pending = {i: pool.apply_async(_worker_job, (job,)) for i, job in enumerate(jobs)}
+        while pending:
+            with contextlib.suppress(queue.Empty):
+                on_message(messages.get(timeout=0.2))
+            for i in [i for i, r in pending.items() if r.ready()]:
+                results[i] = pending.pop(i).get()  # a job's error is raised here
+        for message in _drain(messages):
+            on_message(message)
+    return [results[i] for i in range(len(jobs))]
+
+
+def _cores() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+def _drain(messages) -> Iterator[tuple]:
+    while True:
+        try:
+            yield messages.get(timeout=0.05)
+        except queue.Empty:
+            return
+
+
+_MESSAGES: Any = None
+"""A worker's queue to the parent."""
+
+
+def _start_worker(cores, messages) -> None:
+    """A worker's setup, before its first job: one core, one JAX device on it."""
+    global _MESSAGES
+    _MESSAGES = messages
+    with contextlib.suppress(queue.Empty):
+        core = cores.get_nowait()
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})
+    os.environ["UDG_CPU_DEVICES"] = "1"  # the worker's core is its one device
+    from udg.devices import use_cpu_cores
+
+    use_cpu_cores(1)  # the compilation cache comes with the parent's environment
+
+
+def _worker_job(job: DataJob) -> tuple:
+    return run_job(job, _MESSAGES.put)
+
+
+def make_data(
+    jobs: list[DataJob],
+    workers: int,
+    supervised_task: str,
+    log: Callable[[str], None],
+    progress: Callable[..., contextlib.AbstractContextManager[Any]],
+) -> tuple[dict[int, SeedData], dict[Path, Dataset]]:
+    """Run every seed's jobs (:func:`run_jobs`) under one progress bar; each seed's
+    :class:`SeedData` and every dataset the jobs loaded, by folder."""
+    by_name = {job.name: job for job in jobs}
+    done = dict.fromkeys(by_name, 0)
+    seeds = sorted({job.seed for job in jobs})
+    description = f"data of {len(seeds)} seed(s), {workers} at a time"
+    with progress(description, sum(job.steps for job in jobs), "steps") as bar:
+
+        def on_message(message: tuple) -> None:
+            if message[0] == "start":
+                log(by_name[message[1]].log_line)
+                return
+            _, name, completed, metrics = message
+            done[name] = completed
+            bar.update(sum(done.values()), job=name, **metrics)
+
+        outputs = run_jobs(jobs, workers, on_message)
+    loaded: dict[Path, Dataset] = {}
+    paths: dict[tuple[int, str], list[str]] = {}
+    for job, (_, job_paths, job_loaded) in zip(jobs, outputs, strict=True):
+        paths[job.seed, job.kind] = job_paths
+        loaded |= job_loaded
+    data = {}
+    for seed in seeds:
+        expert_tasks = by_name[f"seed {seed} experts"].config.agent_tasks
+        experts = dict(zip(expert_tasks, map(Path, paths[seed, "experts"]), strict=True))
+        sources = {
+            "udg": tuple(paths[seed, "udg"]),
+            "random": tuple(paths[seed, "random"]),
+            "supervised": (str(experts[supervised_task]),),  # agent i learnt task i
+        }
+        data[seed] = SeedData(seed, sources, experts)
+    return data, loaded
