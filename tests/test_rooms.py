@@ -140,6 +140,28 @@ def test_the_batched_step_is_the_envs_step():
         assert reward == pytest.approx(p[0, 0] - before[0, 0] - cost, abs=1e-12)
 
 
+def test_the_envs_step_equals_the_batched_step_anywhere():
+    # The env steps one point in Python floats until a move reaches a wall's line: the numbers
+    # must be rooms_step's exactly, beside walls, in doorways and at corners too.
+    env = make_env("rooms").unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(7)
+    n = 20_000
+    lines = np.array([-5.5, -2.5, 2.5, 5.5])
+    near = rng.choice(lines, (n, 2)) + rng.uniform(-0.3, 0.3, (n, 2))  # beside a wall line
+    anywhere = rng.uniform(-5.4, 5.4, (n, 2))
+    p = np.clip(np.where(rng.random((n, 1)) < 0.5, near, anywhere), -5.49, 5.49)
+    v = rng.uniform(-2.5, 2.5, (n, 2))
+    action = rng.uniform(-1.5, 1.5, (n, 2)).astype(np.float32)  # some beyond the bounds
+    q, w = rooms.rooms_step(p, v, action)
+    for i in range(n):
+        env._position, env._velocity = p[i].copy(), v[i].copy()
+        obs, reward, *_ = env.step(action[i])
+        np.testing.assert_array_equal(obs, np.concatenate([q[i], w[i]]))
+        cost = rooms.CTRL_COST * np.sum(np.square(np.clip(action[i].astype(np.float64), -1, 1)))
+        assert reward == float(q[i, 0] - p[i, 0] - cost)
+
+
 def test_the_env_is_point_with_walls():
     from udg.envs.point import PointEnv
 
