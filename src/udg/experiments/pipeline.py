@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -319,32 +321,34 @@ def _run_claimed(config, spec, jobs, workers, tasks, template, out, executor, ad
                  progress, max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
     schedule, label = template.schedule, ALGO_LABELS[template.algo]
-    data, loaded = make_data(jobs, workers, spec.supervised_task, log, progress)
+    data, cache = make_data(jobs, workers, spec.supervised_task, log, progress)
     data_seconds = time.perf_counter() - start
     cells = _cells(spec, tasks, data, template, out)
     batches = populations(cells, max_cells)
-    log(
-        f"stage 2: {len(cells)} {label} cells ({len(data)} seed(s)) in {len(batches)} "
-        f"population(s) ({executor} executor)"
-    )
-    stage2_start = time.perf_counter()
-    with progress(f"stage 2 {label}", len(cells) * schedule.epochs, "epochs") as bar:
-        results = run_cells_with_bar(
-            cells,
-            bar,
-            schedule.epochs,
-            log=log,
-            work=out / "offline",
-            executor=executor,
-            address=address,
-            max_cells=max_cells,
-            loaded=loaded,
+    loaded = _load_all(data, cache)  # every dataset, for stage 2, reference rows, coverage, W1
+    with _background_pool() as pool:
+        solves = _theory_solves(spec.env, tasks, data, loaded, cells, pool)
+        log(
+            f"stage 2: {len(cells)} {label} cells ({len(data)} seed(s)) in {len(batches)} "
+            f"population(s) ({executor} executor); the theory check's exact W1s beside it"
         )
-    stage2_seconds = time.perf_counter() - stage2_start
-
-    log("reference returns: zero action, random actions, expert; theory check: exact W1")
-    loaded = _load_all(data, loaded)  # every dataset, for the reference rows, coverage and W1
-    reference = _reference(tasks, data, loaded, schedule.eval_episodes)
+        stage2_start = time.perf_counter()
+        with progress(f"stage 2 {label}", len(cells) * schedule.epochs, "epochs") as bar:
+            results = run_cells_with_bar(
+                cells,
+                bar,
+                schedule.epochs,
+                log=log,
+                work=out / "offline",
+                executor=executor,
+                address=address,
+                max_cells=max_cells,
+                loaded=cache,
+            )
+        stage2_seconds = time.perf_counter() - stage2_start
+        log("reference returns: zero action, random actions, expert; theory check: exact W1")
+        reference = _reference(tasks, data, loaded, schedule.eval_episodes)
+        theory_summary = _theory(solves, data, results, reference)
     table = _table(cells, results)
     summary = {
         "experiment": spec.name,
@@ -363,14 +367,14 @@ def _run_claimed(config, spec, jobs, workers, tasks, template, out, executor, ad
         "normalised": _normalised(cells, results, reference),
         "data_returns": _data_returns(cells, results),
         "coverage": _coverage(spec.env, data, loaded),
-        "theory": _theory(spec.env, tasks, data, loaded, cells, results, reference),
+        "theory": theory_summary,
         "git_revision": git_revision(),
         "machine": machine_description(),
         "wall_seconds": time.perf_counter() - start,
         "phase_seconds": {  # this invocation's
             "data": data_seconds,
             "stage 2": stage2_seconds,
-            "the rest": time.perf_counter() - stage2_start - stage2_seconds,
+            "the rest": time.perf_counter() - start - data_seconds - stage2_seconds,
         },
         "data_workers": workers,
         "stage_seconds": _stage_seconds(out, data, cells, results, label),
@@ -606,81 +610,116 @@ def _feature_columns(env: str, obs_dim: int) -> list[int] | None:
     return [observed[c] for c in spec.feature_columns]
 
 
-def _theory(
+@contextlib.contextmanager
+def _background_pool() -> Iterator[ThreadPoolExecutor]:
+    """A thread per core at the lowest CPU priority (nice 19, where the OS lets a thread lower
+    its own): the theory check's exact W1 solves run there while stage 2 trains, on the time
+    its learners leave a core idle (compiling, evaluating, writing), and slow them little.
+    Leaving the block early (an error in stage 2) drops the solves not yet started."""
+
+    def lower_priority() -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+    pool = ThreadPoolExecutor(max_workers=usable_cores(), initializer=lower_priority)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _theory_solves(
     env: str,
     tasks: list[str],
     data: dict[int, SeedData],
     loaded: dict[str, Dataset],
     cells: list[Cell],
-    results: dict[str, dict],
-    reference: dict,
-) -> dict:
-    """W1 of each buffer and of each cell's selected data to its seed's expert data of the
-    task, in state-action space and in feature space, beside the cell's return; Spearman's
-    rho within each task (one point per data column, W1 and return averaged over seeds) and
-    pooled over every task's points with returns as normalised scores."""
+    pool: ThreadPoolExecutor,
+) -> tuple[list[dict], dict[str, list[dict[str, dict[str, Any]]]]]:
+    """Start on ``pool`` every exact W1 the theory check needs (they depend on the data alone):
+    each cell's pair (``w1`` and ``w1_features`` as futures, ``return`` yet to come) and each
+    buffer's W1 per seed and task (futures), as :func:`_theory` takes them."""
     pairs = []
     per_buffer: dict[str, list[dict[str, dict[str, Any]]]] = {k: [] for k in DATA_KINDS}
-    # Every W1 is an exact solve (POT releases the GIL): they run on one thread per core, and
-    # a cell whose selection is one buffer (top-1, random, supervised) reuses the buffer's.
+    # POT releases the GIL; a cell whose selection is one buffer (top-1, random, supervised)
+    # reuses the buffer's solve.
     solves: dict[tuple, Future] = {}
-    pool = ThreadPoolExecutor(max_workers=usable_cores())
 
     def w1(key: tuple, solve: Callable[[], float]) -> Future:
         if key not in solves:
             solves[key] = pool.submit(solve)
         return solves[key]
 
-    with pool:
-        for seed, seed_data in data.items():
-            features = _feature_columns(env, loaded[seed_data.sources["random"][0]].obs_dim)
-            seed_w1: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in DATA_KINDS}
-            for task_name in tasks:
-                task = get_task(task_name)
-                expert = theory.last_episodes(
-                    loaded[str(seed_data.experts[task_name])], EXPERT_EPISODES
-                )
-                for kind in DATA_KINDS:
-                    seed_w1[kind][task_name] = {
-                        (Path(p).name if kind == "udg" else kind): w1(
-                            (seed, task_name, (p,)),
-                            partial(theory.w1_to_expert, loaded[p], expert, seed=seed),
-                        )
-                        for p in seed_data.sources[kind]
-                    }
-                for cell in cells:
-                    if cell.task != task_name or cell.seed != seed:
-                        continue
-                    selected, ranking = select(
-                        [loaded[p] for p in cell.datasets], task, cell.selection
-                    )
-                    k = parse_selection(cell.selection) or len(ranking)
-                    chosen = tuple(cell.datasets[r.index] for r in ranking[:k])
-                    pairs.append(
-                        {
-                            "task": task_name,
-                            "data": cell.column,
-                            "seed": seed,
-                            "w1": w1(
-                                (seed, task_name, chosen),
-                                partial(theory.w1_to_expert, selected, expert, seed=seed),
-                            ),
-                            "w1_features": None
-                            if features is None
-                            else pool.submit(
-                                theory.w1_features_to_expert, selected, expert, seed, features
-                            ),
-                            "return": results[cell.name]["last_return"],
-                        }
-                    )
+    for seed, seed_data in data.items():
+        features = _feature_columns(env, loaded[seed_data.sources["random"][0]].obs_dim)
+        seed_w1: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in DATA_KINDS}
+        for task_name in tasks:
+            task = get_task(task_name)
+            expert = theory.last_episodes(
+                loaded[str(seed_data.experts[task_name])], EXPERT_EPISODES
+            )
             for kind in DATA_KINDS:
-                per_buffer[kind].append(seed_w1[kind])
-    for pair in pairs:  # every solve has finished
+                seed_w1[kind][task_name] = {
+                    (Path(p).name if kind == "udg" else kind): w1(
+                        (seed, task_name, (p,)),
+                        partial(theory.w1_to_expert, loaded[p], expert, seed=seed),
+                    )
+                    for p in seed_data.sources[kind]
+                }
+            for cell in cells:
+                if cell.task != task_name or cell.seed != seed:
+                    continue
+                selected, ranking = select([loaded[p] for p in cell.datasets], task, cell.selection)
+                k = parse_selection(cell.selection) or len(ranking)
+                chosen = tuple(cell.datasets[r.index] for r in ranking[:k])
+                pairs.append(
+                    {
+                        "task": task_name,
+                        "data": cell.column,
+                        "seed": seed,
+                        "cell": cell.name,
+                        "w1": w1(
+                            (seed, task_name, chosen),
+                            partial(theory.w1_to_expert, selected, expert, seed=seed),
+                        ),
+                        "w1_features": None
+                        if features is None
+                        else pool.submit(
+                            theory.w1_features_to_expert, selected, expert, seed, features
+                        ),
+                    }
+                )
+        for kind in DATA_KINDS:
+            per_buffer[kind].append(seed_w1[kind])
+    return pairs, per_buffer
+
+
+def _theory(
+    solves: tuple[list[dict], dict[str, list[dict[str, dict[str, Any]]]]],
+    data: dict[int, SeedData],
+    results: dict[str, dict],
+    reference: dict,
+) -> dict:
+    """W1 of each buffer and of each cell's selected data to its seed's expert data of the
+    task, in state-action space and in feature space (:func:`_theory_solves`), beside the
+    cell's return; Spearman's rho within each task (one point per data column, W1 and return
+    averaged over seeds) and pooled over every task's points with returns as normalised
+    scores."""
+    started, per_buffer = solves
+    pairs = []
+    for pair in started:
+        pair = {k: v for k, v in pair.items() if k != "cell"} | {
+            "return": results[pair["cell"]]["last_return"]
+        }
         pair.update({k: pair[k].result() for k in ("w1", "w1_features") if pair[k] is not None})
-    for seeds in per_buffer.values():
-        for seed_w1 in seeds:
-            for task_w1 in seed_w1.values():
-                task_w1.update({name: f.result() for name, f in task_w1.items()})
+        pairs.append(pair)
+    per_buffer = {
+        kind: [
+            {task: {name: f.result() for name, f in task_w1.items()} for task, task_w1 in s.items()}
+            for s in seeds
+        ]
+        for kind, seeds in per_buffer.items()
+    }
     points = _theory_points(pairs, reference)
     pooled = [p for p in points if p["normalised"] is not None]
     has_features = all(p["w1_features"] is not None for p in points)
