@@ -365,3 +365,12 @@ def test_sac_learns_contextual_bandit():
     test_obs = jnp.linspace(-0.9, 0.9, 7)[:, None]
     greedy = sac.jit_greedy_actions_single(agent, test_obs)
     np.testing.assert_allclose(greedy[:, 0], 0.5 * test_obs[:, 0], atol=0.1)
+
+
+def test_members_are_the_agents_of_their_keys_as_a_vmapped_init_makes_them():
+    keys = jax.random.split(jax.random.key(5), 3)
+    members = sac.create_members(TINY, keys, OBS_DIM, ACT_DIM)
+    vmapped = jax.jit(jax.vmap(lambda k: sac.SAC.create(TINY, k, OBS_DIM, ACT_DIM)))(keys)
+    assert sac.to_bytes(members) == sac.to_bytes(vmapped)
+    one = jax.jit(lambda k: sac.SAC.create(TINY, k, OBS_DIM, ACT_DIM))
+    assert sac.to_bytes(jax.tree.map(lambda leaf: leaf[1], members)) == sac.to_bytes(one(keys[1]))
