@@ -296,14 +296,18 @@ def test_report_names_a_mixed_in_reward():
 
 def test_every_stage_shows_progress_to_its_total(demo_run):
     bars = PROGRESS.bars
-    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "stage 2 MOPO"]
+    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "dynamics models", "stage 2 MOPO"]
     for bar in bars.values():
         completed = [c for c, _ in bar["updates"]]
         assert completed == sorted(completed) and completed[-1] == bar["total"] > 0
     mopo = bars["stage 2 MOPO"]
     assert mopo["unit"] == "epochs" and mopo["total"] == 20 * TINY_MOPO.epochs
     assert any("ret" in m for _, m in mopo["updates"])
-    assert any("model_epoch" in m for _, m in mopo["updates"])  # the fit shows on the bar too
+    # Each seed's models were fitted as soon as its data was there, beside the data jobs: one
+    # per distinct selection and seed (top-1 and top-2 of each task, all, random, supervised).
+    fits = bars["dynamics models"]
+    assert fits["unit"] == "fits" and fits["total"] == demo_run[2]["model_fits"]
+    assert not any("model_epoch" in m for _, m in mopo["updates"])  # none left to stage 2
 
 
 def test_rerun_skips_finished_work(demo_run, monkeypatch):

@@ -196,12 +196,23 @@ def worker_count(jobs: list[DataJob]) -> int:
     return max(1, min(usable_cores(), len(jobs), fit))
 
 
-def run_jobs(jobs: list[DataJob], workers: int, on_message: Send) -> list[tuple]:
+def run_jobs(
+    jobs: list[DataJob],
+    workers: int,
+    on_message: Send,
+    on_done: Callable[[int, tuple], None] | None = None,
+) -> list[tuple]:
     """Every job's :func:`run_job` result, in ``jobs``' order: one after another in this process
     (``workers`` 1), or on ``workers`` processes, each pinned to one core. ``on_message`` gets
-    every job's reports in this process, as they come."""
+    every job's reports in this process, as they come, and ``on_done(i, result)`` each job's
+    result as it finishes."""
+    on_done = on_done or (lambda i, result: None)
     if workers <= 1:
-        return [run_job(job, on_message) for job in jobs]
+        results = []
+        for i, job in enumerate(jobs):
+            results.append(run_job(job, on_message))
+            on_done(i, results[-1])
+        return results
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
     messages, cores = context.Queue(), context.Queue()
     for core in sorted(_cores())[:workers]:
@@ -216,6 +227,7 @@ def run_jobs(jobs: list[DataJob], workers: int, on_message: Send) -> list[tuple]
                 on_message(messages.get(timeout=0.2))
             for i in [i for i, r in pending.items() if r.ready()]:
                 results[i] = pending.pop(i).get()  # a job's error is raised here
+                on_done(i, results[i])
         for message in _drain(messages):
             on_message(message)
     return [results[i] for i in range(len(jobs))]
@@ -261,12 +273,27 @@ def make_data(
     supervised_task: str,
     log: Callable[[str], None],
     progress: Callable[..., contextlib.AbstractContextManager[Any]],
+    on_seed: Callable[[SeedData, dict[Path, Dataset]], None] | None = None,
 ) -> tuple[dict[int, SeedData], dict[Path, Dataset]]:
     """Run every seed's jobs (:func:`run_jobs`) under one progress bar; each seed's
-    :class:`SeedData` and every dataset the jobs loaded, by folder."""
+    :class:`SeedData` and every dataset the jobs loaded, by folder. ``on_seed(seed_data,
+    loaded)`` follows the last job of each seed, while other seeds' jobs may still run."""
     by_name = {job.name: job for job in jobs}
     done = dict.fromkeys(by_name, 0)
     seeds = sorted({job.seed for job in jobs})
+    loaded: dict[Path, Dataset] = {}
+    paths: dict[tuple[int, str], list[str]] = {}
+    data: dict[int, SeedData] = {}
+
+    def on_done(i: int, result: tuple) -> None:
+        job, (_, job_paths, job_loaded) = jobs[i], result
+        paths[job.seed, job.kind] = job_paths
+        loaded.update(job_loaded)
+        if all((job.seed, kind) in paths for kind in JOB_KINDS):
+            data[job.seed] = _seed_data(job.seed, paths, by_name, supervised_task)
+            if on_seed is not None:
+                on_seed(data[job.seed], loaded)
+
     description = f"data of {len(seeds)} seed(s), {workers} at a time"
     with progress(description, sum(job.steps for job in jobs), "steps") as bar:
 
@@ -278,20 +305,18 @@ def make_data(
             done[name] = completed
             bar.update(sum(done.values()), job=name, **metrics)
 
-        outputs = run_jobs(jobs, workers, on_message)
-    loaded: dict[Path, Dataset] = {}
-    paths: dict[tuple[int, str], list[str]] = {}
-    for job, (_, job_paths, job_loaded) in zip(jobs, outputs, strict=True):
-        paths[job.seed, job.kind] = job_paths
-        loaded |= job_loaded
-    data = {}
-    for seed in seeds:
-        expert_tasks = by_name[f"seed {seed} experts"].config.agent_tasks
-        experts = dict(zip(expert_tasks, map(Path, paths[seed, "experts"]), strict=True))
-        sources = {
-            "udg": tuple(paths[seed, "udg"]),
-            "random": tuple(paths[seed, "random"]),
-            "supervised": (str(experts[supervised_task]),),  # agent i learnt task i
-        }
-        data[seed] = SeedData(seed, sources, experts)
-    return data, loaded
+        run_jobs(jobs, workers, on_message, on_done)
+    return {seed: data[seed] for seed in seeds}, loaded
+
+
+def _seed_data(
+    seed: int, paths: dict[tuple[int, str], list[str]], by_name: dict, supervised_task: str
+) -> SeedData:
+    expert_tasks = by_name[f"seed {seed} experts"].config.agent_tasks
+    experts = dict(zip(expert_tasks, map(Path, paths[seed, "experts"]), strict=True))
+    sources = {
+        "udg": tuple(paths[seed, "udg"]),
+        "random": tuple(paths[seed, "random"]),
+        "supervised": (str(experts[supervised_task]),),  # agent i learnt task i
+    }
+    return SeedData(seed, sources, experts)

@@ -101,6 +101,11 @@ def populations(cells: Sequence[Cell], max_cells: int | None = None) -> list[lis
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
+def models_folder(work: str | os.PathLike[str]) -> Path:
+    """Where a grid in ``work`` keeps its shared dynamics models, one file per model id."""
+    return Path(work) / "models"
+
+
 def run_batch(
     cells: Sequence[Cell],
     work: str,
@@ -120,7 +125,7 @@ def run_batch(
     return run_population(
         [CellJob(config=c.config, data_paths=c.datasets, out=c.out) for c in cells],
         folder,
-        model_dir=Path(work) / "models",
+        model_dir=models_folder(work),
         on_model_epoch=None
         if on_model_epoch is None
         else lambda i, e, losses: on_model_epoch(cells[i], e, float(losses.mean())),

@@ -28,9 +28,10 @@ import json
 import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -355,31 +356,56 @@ def fit_models(
     missing: dict[Path, tuple[PreparedCell, Callable | None]],
 ) -> dict[Path, tuple[dynamics.DynamicsModel, dict]]:
     """Fit and save the models ``missing`` (path -> a cell on the model's data and its
-    ``on_epoch`` hook), side by side, one per local device at a time.
+    ``on_epoch`` hook), side by side, one per local device at a time (:func:`submit_fit`)."""
+    devices = jax.local_devices()
+    if len(missing) <= 1 or len(devices) == 1:
+        return {path: fit_or_load_model(cell, path, hook) for path, (cell, hook) in missing.items()}
+    free = free_devices()
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = {
+            path: submit_fit(pool, free, path, cell, hook) for path, (cell, hook) in missing.items()
+        }
+        return {path: future.result() for path, future in futures.items()}
+
+
+def free_devices() -> queue.SimpleQueue:
+    """The local devices, each free for one fit at a time (:func:`submit_fit`)."""
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for device in jax.local_devices():
+        free.put(device)
+    return free
+
+
+def submit_fit(
+    pool: ThreadPoolExecutor,
+    free: queue.SimpleQueue,
+    path: Path,
+    cell: PreparedCell,
+    on_epoch: Callable | None = None,
+) -> Future:
+    """:func:`fit_or_load_model` on ``pool``, on a device taken from ``free`` for the fit.
 
     A fit's networks are small (a demo model: 7 members of 3 x 64): one device's share of the
     cores runs it about as fast as all of them, so fits on separate devices (one per core on a
     CPU, :func:`udg.devices.use_cpu_cores`) finish sooner together. A fit is the same
-    computation on any device, so its model does not depend on where it ran.
+    computation on any device, so its model does not depend on where it ran. A pool with more
+    threads than devices makes the extra fits wait for a device.
     """
-    devices = jax.local_devices()
-    if len(missing) <= 1 or len(devices) == 1:
-        return {path: fit_or_load_model(cell, path, hook) for path, (cell, hook) in missing.items()}
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    for device in devices:
-        free.put(device)
 
-    def fit(path: Path, cell: PreparedCell, hook: Callable | None):
-        device = free.get()  # as many threads as devices: one is always free
+    def fit():
+        device = free.get()
         try:
             with jax.default_device(device):
-                return fit_or_load_model(cell, path, hook)
+                return fit_or_load_model(cell, path, on_epoch)
         finally:
             free.put(device)
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        futures = {path: pool.submit(fit, path, *item) for path, item in missing.items()}
-        return {path: future.result() for path, future in futures.items()}
+    return pool.submit(fit)
+
+
+def shared_model_file(cell: PreparedCell, model_dir: Path) -> Path:
+    """Where a population keeps the model ``cell`` needs: ``model_dir`` by its model id."""
+    return model_dir / f"{model_id(cell)}.msgpack"
 
 
 def _metrics_path(model: Path) -> Path:
@@ -710,10 +736,24 @@ def population_time(pop, wall: float) -> dict:
     }
 
 
-def finish_cell(pop: Population, c: int, wall: float) -> dict:
-    """Write cell ``c``'s policy, curve plot, result and complete manifest; its result."""
-    agent = jax.tree.map(lambda leaf: leaf[c], pop.state.agent)
-    return write_finished(pop.cells[c], pop.history[c], agent, offline_result(pop, c, wall))
+def finish_cells(
+    pop, members, result: Callable[[Any, int, float], dict], wall: float
+) -> list[dict]:
+    """Write every cell's policy (``members``: the population's per-cell pytree), curve plot,
+    result (``result(pop, c, wall)``) and complete manifest; their results. The policies are
+    copied to the host once and sliced there: a slice of a device array costs a dispatch per
+    cell and leaf (seconds over a 90-cell population's), and ``[c, ...]`` keeps a scalar
+    leaf an array, so the files are those of device slices."""
+    host = jax.device_get(members)
+    return [
+        write_finished(
+            pop.cells[c],
+            pop.history[c],
+            jax.tree.map(lambda leaf, c=c: leaf[c, ...], host),
+            result(pop, c, wall),
+        )
+        for c in range(len(pop.cells))
+    ]
 
 
 def write_finished(cell: PreparedCell, history: list[dict], policy, result: dict) -> dict:
@@ -806,8 +846,7 @@ def run_population(
     for board in pop.boards or []:
         tensorboard.close(board)
     wall = time.perf_counter() - start
-    for c, i in enumerate(todo):
-        results[i] = finish_cell(pop, c, wall)
+    results.update(zip(todo, finish_cells(pop, pop.state.agent, offline_result, wall), strict=True))
     return [results[i] for i in range(len(jobs))]
 
 
@@ -875,7 +914,7 @@ def _model_file(
         return path
     if len(jobs) == 1 and model_dir == Path(jobs[0].out):
         return model_dir / MODEL  # a lone run keeps its model in its folder
-    return model_dir / f"{model_id(cell)}.msgpack"
+    return shared_model_file(cell, model_dir)
 
 
 def model_fits(results: Sequence[dict]) -> int:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -201,12 +200,6 @@ def cell_result(pop: Population, c: int, wall: float) -> dict:
     }
 
 
-def finish_cell(pop: Population, c: int, wall: float) -> dict:
-    """Write cell ``c``'s policy, curve plot, result and complete manifest; its result."""
-    member = jax.tree.map(lambda leaf: leaf[c], pop.state.learner)
-    return offline.write_finished(pop.cells[c], pop.history[c], member, cell_result(pop, c, wall))
-
-
 def run_cells(
     jobs: Sequence[CellJob],
     todo: list[int],
@@ -226,4 +219,4 @@ def run_cells(
     for board in pop.boards or []:
         tensorboard.close(board)
     wall = time.perf_counter() - start
-    return [finish_cell(pop, c, wall) for c in range(len(prepared))]
+    return offline.finish_cells(pop, pop.state.learner, cell_result, wall)

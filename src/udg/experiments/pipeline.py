@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,8 +50,24 @@ from udg.experiments.data_stage import (
 )
 from udg.experiments.generate import check_generate_memory
 from udg.experiments.generate_config import GenerateConfig, generate_preset
-from udg.experiments.grid import DATA_KINDS, EXECUTORS, Cell, populations, run_cells_with_bar
-from udg.experiments.offline import OfflineConfig, model_fits
+from udg.experiments.grid import (
+    DATA_KINDS,
+    EXECUTORS,
+    Cell,
+    models_folder,
+    populations,
+    run_cells_with_bar,
+)
+from udg.experiments.offline import (
+    CellJob,
+    OfflineConfig,
+    free_devices,
+    model_fits,
+    prepare_cell,
+    shared_model_file,
+    stored_result,
+    submit_fit,
+)
 from udg.experiments.presets import learner_preset, mopo_preset
 from udg.experiments.runs import (
     MANIFEST,
@@ -321,13 +338,21 @@ def _run_claimed(config, spec, jobs, workers, tasks, template, out, executor, ad
                  progress, max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
     schedule, label = template.schedule, ALGO_LABELS[template.algo]
-    data, cache = make_data(jobs, workers, spec.supervised_task, log, progress)
-    data_seconds = time.perf_counter() - start
-    cells = _cells(spec, tasks, data, template, out)
-    batches = populations(cells, max_cells)
-    loaded = _load_all(data, cache)  # every dataset, for stage 2, reference rows, coverage, W1
-    with _background_pool() as pool:
-        solves = _theory_solves(spec.env, tasks, data, loaded, cells, pool)
+    with _background_pool() as background:
+        fits: dict[Path, Future] = {}
+        on_seed = None
+        if template.algo == "mopo" and executor == "local":
+            # A seed's dynamics models are fitted as soon as its data is there, on the time
+            # the data jobs leave a core idle (the last seed's jobs, compiling, writing).
+            devices = free_devices()
+            on_seed = partial(_start_fits, spec, tasks, template, out, background, devices, fits)
+        data, cache = make_data(jobs, workers, spec.supervised_task, log, progress, on_seed)
+        _finish_fits(fits, log, progress)
+        data_seconds = time.perf_counter() - start
+        cells = _cells(spec, tasks, data, template, out)
+        batches = populations(cells, max_cells)
+        loaded = _load_all(data, cache)  # every dataset: stage 2, reference rows, coverage, W1
+        solves = _theory_solves(spec.env, tasks, data, loaded, cells, background)
         log(
             f"stage 2: {len(cells)} {label} cells ({len(data)} seed(s)) in {len(batches)} "
             f"population(s) ({executor} executor); the theory check's exact W1s beside it"
@@ -613,9 +638,9 @@ def _feature_columns(env: str, obs_dim: int) -> list[int] | None:
 @contextlib.contextmanager
 def _background_pool() -> Iterator[ThreadPoolExecutor]:
     """A thread per core at the lowest CPU priority (nice 19, where the OS lets a thread lower
-    its own): the theory check's exact W1 solves run there while stage 2 trains, on the time
-    its learners leave a core idle (compiling, evaluating, writing), and slow them little.
-    Leaving the block early (an error in stage 2) drops the solves not yet started."""
+    its own), for work that can wait for a core to be idle: the dynamics models' fits while
+    the data jobs run, the theory check's exact W1 solves while stage 2 trains. Leaving the
+    block early (an error) drops the work not yet started."""
 
     def lower_priority() -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
@@ -626,6 +651,43 @@ def _background_pool() -> Iterator[ThreadPoolExecutor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_fits(
+    spec: ExperimentSpec,
+    tasks: list[str],
+    template: OfflineConfig,
+    out: Path,
+    pool: ThreadPoolExecutor,
+    free: queue.SimpleQueue,
+    fits: dict[Path, Future],
+    seed_data: SeedData,
+    loaded: dict[Path, Dataset],
+) -> None:
+    """Start fitting on ``pool`` (on the devices in ``free``) each dynamics model that a cell
+    of the seed will need and the grid's model folder lacks (``fits``: the fits started, by
+    model file); stage 2's population then finds them there. A finished cell needs none."""
+    folder = models_folder(out / "offline")
+    for cell in _cells(spec, tasks, {seed_data.seed: seed_data}, template, out):
+        job = CellJob(config=cell.config, data_paths=cell.datasets, out=cell.out)
+        if stored_result(job) is not None:
+            continue
+        prepared = prepare_cell(job, loaded)
+        path = shared_model_file(prepared, folder)
+        if path not in fits and not path.exists():
+            fits[path] = submit_fit(pool, free, path, prepared)
+
+
+def _finish_fits(fits: dict[Path, Future], log: Callable[[str], None], progress: Progress) -> None:
+    """Wait for the fits :func:`_start_fits` started, counting them on a bar."""
+    futures = list(fits.values())
+    if not futures:
+        return
+    log(f"dynamics models: {len(futures)}, fitted beside the data jobs")
+    with progress("dynamics models", len(futures), "fits") as bar:
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # a fit's error is raised here
+            bar.update(done)
 
 
 def _theory_solves(
