@@ -296,18 +296,26 @@ def test_report_names_a_mixed_in_reward():
 
 def test_every_stage_shows_progress_to_its_total(demo_run):
     bars = PROGRESS.bars
-    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "dynamics models", "stage 2 MOPO"]
+    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "stage 2 MOPO"]
     for bar in bars.values():
         completed = [c for c, _ in bar["updates"]]
         assert completed == sorted(completed) and completed[-1] == bar["total"] > 0
     mopo = bars["stage 2 MOPO"]
     assert mopo["unit"] == "epochs" and mopo["total"] == 20 * TINY_MOPO.epochs
     assert any("ret" in m for _, m in mopo["updates"])
-    # Each seed's models were fitted as soon as its data was there, beside the data jobs: one
-    # per distinct selection and seed (top-1 and top-2 of each task, all, random, supervised).
-    fits = bars["dynamics models"]
-    assert fits["unit"] == "fits" and fits["total"] == demo_run[2]["model_fits"]
-    assert not any("model_epoch" in m for _, m in mopo["updates"])  # none left to stage 2
+    # Each seed's models were fitted in the data workers as soon as its data was there.
+    assert not any("model_epoch" in m for _, m in mopo["updates"])
+
+
+def test_each_seeds_models_are_fitted_with_the_data_jobs(demo_run):
+    # One fit per distinct selection and seed, logged when the seed's data is there; stage 2
+    # only read them (its population's fit time is nil).
+    out, _, summary, logs = demo_run
+    fits = [line for line in logs if "dynamics model fit(s) join the data jobs" in line]
+    assert len(fits) == 2
+    assert sum(int(line.split(": ")[1].split()[0]) for line in fits) == summary["model_fits"]
+    result = json.loads(next((out / "offline").rglob("result.json")).read_text())
+    assert result["population"]["timings"]["dynamics"] < 1.0
 
 
 def test_rerun_skips_finished_work(demo_run, monkeypatch):
@@ -496,4 +504,4 @@ def test_a_failing_data_job_stops_the_workers_with_its_error(tmp_path):
         DataJob(1, "random", tmp_path / "random", gen, "random"),
     ]
     with pytest.raises(UdgError, match="file"):
-        run_jobs(jobs, 2, lambda message: None)
+        run_jobs(jobs, 2, lambda message: None, lambda job, result: [])

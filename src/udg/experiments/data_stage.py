@@ -70,10 +70,19 @@ class DataJob:
 
     @property
     def steps(self) -> int:
-        """The job's progress total: env steps per agent, or the random data's transitions."""
+        """Env steps per agent (``udg``, ``experts``), or the random data's transitions."""
         c = self.config
         per_agent = c.rounds * c.episode_length
         return c.num_agents * per_agent if self.kind == "random" else per_agent
+
+    @property
+    def bar_steps(self) -> int:
+        """The job's share of the data bar: its agents' env steps (the random data takes a
+        few seconds: none)."""
+        return 0 if self.kind == "random" else self.steps
+
+    def __call__(self, send: Send) -> tuple[str, list[str], dict[Path, Dataset]]:
+        return run_job(self, send)
 
 
 def experts_config(
@@ -196,41 +205,59 @@ def worker_count(jobs: list[DataJob]) -> int:
     return max(1, min(usable_cores(), len(jobs), fit))
 
 
+class FitJob:
+    """A dynamics model's fit (:class:`udg.experiments.offline.ModelFit`) as a job: stage 2's
+    models are fitted in the same workers, as soon as a seed's data is there."""
+
+    def __init__(self, fit) -> None:
+        self.fit = fit
+
+    @property
+    def name(self) -> str:
+        return self.fit.name
+
+    def __call__(self, send: Send) -> Path:
+        send(("start", self.name))
+        self.fit.run()
+        return self.fit.path
+
+
+Job = DataJob | FitJob
+
+
 def run_jobs(
-    jobs: list[DataJob],
+    jobs: list[Job],
     workers: int,
     on_message: Send,
-    on_done: Callable[[int, tuple], None] | None = None,
-) -> list[tuple]:
-    """Every job's :func:`run_job` result, in ``jobs``' order: one after another in this process
-    (``workers`` 1), or on ``workers`` processes, each pinned to one core. ``on_message`` gets
-    every job's reports in this process, as they come, and ``on_done(i, result)`` each job's
-    result as it finishes."""
-    on_done = on_done or (lambda i, result: None)
+    on_done: Callable[[Job, Any], list[Job]],
+) -> None:
+    """Run ``jobs`` one after another in this process (``workers`` 1), or on ``workers``
+    processes, each pinned to one core. ``on_message`` gets every job's reports in this
+    process, as they come; ``on_done(job, result)`` each job's result as it finishes, and
+    returns the jobs it makes possible, which join the queue."""
     if workers <= 1:
-        results = []
-        for i, job in enumerate(jobs):
-            results.append(run_job(job, on_message))
-            on_done(i, results[-1])
-        return results
+        queued = list(jobs)
+        while queued:
+            job = queued.pop(0)
+            queued += on_done(job, job(on_message))
+        return
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
     messages, cores = context.Queue(), context.Queue()
     for core in sorted(_cores())[:workers]:
         cores.put(core)
-    results: dict[int, tuple] = {}
     # Leaving the block terminates the workers: after an error in one job, the others stop
-    # (each is a resumable run) and the error is raised here.
+    # (each is a resumable run, a fit is written whole or not at all) and the error is raised.
     with context.Pool(workers, initializer=_start_worker, initargs=(cores, messages)) as pool:
-        pending = {i: pool.apply_async(_worker_job, (job,)) for i, job in enumerate(jobs)}
+        pending = [(job, pool.apply_async(_worker_job, (job,))) for job in jobs]
         while pending:
             with contextlib.suppress(queue.Empty):
                 on_message(messages.get(timeout=0.2))
-            for i in [i for i, r in pending.items() if r.ready()]:
-                results[i] = pending.pop(i).get()  # a job's error is raised here
-                on_done(i, results[i])
+            for job, result in [p for p in pending if p[1].ready()]:
+                pending.remove((job, result))
+                for more in on_done(job, result.get()):  # a job's error is raised here
+                    pending.append((more, pool.apply_async(_worker_job, (more,))))
         for message in _drain(messages):
             on_message(message)
-    return [results[i] for i in range(len(jobs))]
 
 
 def _cores() -> set[int]:
@@ -263,8 +290,8 @@ def _start_worker(cores, messages) -> None:
     use_cpu_cores(1)  # the compilation cache comes with the parent's environment
 
 
-def _worker_job(job: DataJob) -> tuple:
-    return run_job(job, _MESSAGES.put)
+def _worker_job(job: Job) -> Any:
+    return job(_MESSAGES.put)
 
 
 def make_data(
@@ -273,11 +300,12 @@ def make_data(
     supervised_task: str,
     log: Callable[[str], None],
     progress: Callable[..., contextlib.AbstractContextManager[Any]],
-    on_seed: Callable[[SeedData, dict[Path, Dataset]], None] | None = None,
+    on_seed: Callable[[SeedData, dict[Path, Dataset]], list[Job]] | None = None,
 ) -> tuple[dict[int, SeedData], dict[Path, Dataset]]:
     """Run every seed's jobs (:func:`run_jobs`) under one progress bar; each seed's
     :class:`SeedData` and every dataset the jobs loaded, by folder. ``on_seed(seed_data,
-    loaded)`` follows the last job of each seed, while other seeds' jobs may still run."""
+    loaded)`` follows the last job of each seed and returns jobs that need its data (stage 2's
+    model fits), which run in the same workers, after the jobs queued before them."""
     by_name = {job.name: job for job in jobs}
     done = dict.fromkeys(by_name, 0)
     seeds = sorted({job.seed for job in jobs})
@@ -285,27 +313,33 @@ def make_data(
     paths: dict[tuple[int, str], list[str]] = {}
     data: dict[int, SeedData] = {}
 
-    def on_done(i: int, result: tuple) -> None:
-        job, (_, job_paths, job_loaded) = jobs[i], result
+    def on_done(job: Job, result: Any) -> list[Job]:
+        if not isinstance(job, DataJob):
+            return []
+        _, job_paths, job_loaded = result
         paths[job.seed, job.kind] = job_paths
         loaded.update(job_loaded)
-        if all((job.seed, kind) in paths for kind in JOB_KINDS):
-            data[job.seed] = _seed_data(job.seed, paths, by_name, supervised_task)
-            if on_seed is not None:
-                on_seed(data[job.seed], loaded)
+        if not all((job.seed, kind) in paths for kind in JOB_KINDS):
+            return []
+        data[job.seed] = _seed_data(job.seed, paths, by_name, supervised_task)
+        more = [] if on_seed is None else on_seed(data[job.seed], loaded)
+        if more:
+            log(f"seed {job.seed}: {len(more)} dynamics model fit(s) join the data jobs")
+        return more
 
     description = f"data of {len(seeds)} seed(s), {workers} at a time"
-    with progress(description, sum(job.steps for job in jobs), "steps") as bar:
+    with progress(description, sum(job.bar_steps for job in jobs), "steps") as bar:
 
         def on_message(message: tuple) -> None:
             if message[0] == "start":
-                log(by_name[message[1]].log_line)
+                if message[1] in by_name:
+                    log(by_name[message[1]].log_line)
                 return
             _, name, completed, metrics = message
-            done[name] = completed
+            done[name] = min(completed, by_name[name].bar_steps)
             bar.update(sum(done.values()), job=name, **metrics)
 
-        run_jobs(jobs, workers, on_message, on_done)
+        run_jobs(list(jobs), workers, on_message, on_done)
     return {seed: data[seed] for seed in seeds}, loaded
 
 

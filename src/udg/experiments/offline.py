@@ -332,24 +332,66 @@ def fit_or_load_model(
             )
         metrics = _metrics_path(path)
         return model, runs.read_json(metrics) if metrics.exists() else {}
-    d = cell.data
-    try:
-        model, metrics = dynamics.train_dynamics(
-            cell.config.mopo.dynamics,
-            jax_key(cell.config.seed, "dynamics"),
-            d.observations,
-            d.actions,
-            d.next_observations,
-            _model_targets(cell),
-            on_epoch=on_epoch,
-            outputs=outputs,
+    return ModelFit.of(cell, path).run(on_epoch)
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """A dynamics model's fit on a cell's data, saved to ``path`` with its metrics: arrays and
+    settings only, so that another process can run it (the pipeline's data workers)."""
+
+    path: Path
+    config: dynamics.DynamicsConfig
+    seed: int
+    """The seed whose ``dynamics`` stream the fit draws from."""
+    env: str
+    observations: np.ndarray
+    actions: np.ndarray
+    next_observations: np.ndarray
+    targets: np.ndarray
+    """The extra columns the model predicts, ``[N, k]`` (:func:`model_outputs`)."""
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cell: PreparedCell, path: Path) -> ModelFit:
+        d = cell.data
+        return cls(
+            path=Path(path),
+            config=cell.config.mopo.dynamics,
+            seed=cell.config.seed,
+            env=cell.task.env,
+            observations=d.observations,
+            actions=d.actions,
+            next_observations=d.next_observations,
+            targets=_model_targets(cell),
+            outputs=model_outputs(cell),
         )
-    except ValueError as err:
-        raise UdgError(f"cannot fit the dynamics model: {err}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dynamics.save_model(model, path, cell.task.env)
-    runs.atomic_write_json(_metrics_path(path), metrics)
-    return model, metrics
+
+    @property
+    def name(self) -> str:
+        return f"model {self.path.stem}"
+
+    def run(
+        self, on_epoch: Callable[[int, np.ndarray], None] | None = None
+    ) -> tuple[dynamics.DynamicsModel, dict]:
+        """Fit, save and return the model and its metrics."""
+        try:
+            model, metrics = dynamics.train_dynamics(
+                self.config,
+                jax_key(self.seed, "dynamics"),
+                self.observations,
+                self.actions,
+                self.next_observations,
+                self.targets,
+                on_epoch=on_epoch,
+                outputs=self.outputs,
+            )
+        except ValueError as err:
+            raise UdgError(f"cannot fit the dynamics model: {err}") from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        dynamics.save_model(model, self.path, self.env)
+        runs.atomic_write_json(_metrics_path(self.path), metrics)
+        return model, metrics
 
 
 def fit_models(

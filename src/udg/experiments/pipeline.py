@@ -6,12 +6,16 @@ and two baselines come beside it: uniformly random actions with as many transiti
 total, and supervised data, the replay history of one SAC agent trained on a known task. The
 supervised agent is trained in one population with an expert per downstream task (one task per
 agent); the experts' last episodes are the expert data of the W1 theory check and the expert
-row of the reference returns. For each downstream task, the offline learner (MOPO, the paper's,
-or ``algo`` td3bc or iql) then trains on UDG's selections and on the baselines of every seed, all cells as one population where their settings agree (a
-finished cell is never recomputed). The summary gives every return as mean and std over seeds,
-beside the online reference returns (zero action, random actions, expert) and D4RL's normalised
-score, with coverage diagnostics on the rooms world; the report compares them in the paper's
-format beside the paper's numbers. Rerunning the command resumes it.
+row of the reference returns. These data jobs of every seed run side by side, one process per
+core (:mod:`udg.experiments.data_stage`). For each downstream task, the offline learner (MOPO,
+the paper's, or ``algo`` td3bc or iql) then trains on UDG's selections and on the baselines of
+every seed, all cells as one population where their settings agree (a finished cell is never
+recomputed). A seed's MOPO dynamics models are fitted in the data workers as soon as its data
+is there, and the theory check's exact W1 solves run on low-priority threads during stage 2.
+The summary gives every return as mean and std over seeds, beside the online reference
+returns (zero action, random actions, expert) and D4RL's normalised score, with coverage
+diagnostics on the rooms world; the report compares them in the paper's format beside the
+paper's numbers. Rerunning the command resumes it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +45,7 @@ from udg.evaluation import coverage, theory
 from udg.evaluation.reference import normalised_score, reference_rows
 from udg.experiments.data_stage import (
     DataJob,
+    FitJob,
     SeedData,
     experts_config,
     make_data,
@@ -60,13 +64,12 @@ from udg.experiments.grid import (
 )
 from udg.experiments.offline import (
     CellJob,
+    ModelFit,
     OfflineConfig,
-    free_devices,
     model_fits,
     prepare_cell,
     shared_model_file,
     stored_result,
-    submit_fit,
 )
 from udg.experiments.presets import learner_preset, mopo_preset
 from udg.experiments.runs import (
@@ -338,16 +341,14 @@ def _run_claimed(config, spec, jobs, workers, tasks, template, out, executor, ad
                  progress, max_cells) -> dict:  # fmt: skip
     start = time.perf_counter()
     schedule, label = template.schedule, ALGO_LABELS[template.algo]
+    on_seed = None
+    if template.algo == "mopo" and executor == "local" and workers > 1:
+        # A seed's dynamics models are fitted in the data workers as soon as its data is
+        # there, beside the other seeds' jobs (and on the cores their last jobs leave idle);
+        # with one worker, stage 2's population fits them, one per device at a time.
+        on_seed = partial(_model_fits, spec, tasks, template, out, set())
+    data, cache = make_data(jobs, workers, spec.supervised_task, log, progress, on_seed)
     with _background_pool() as background:
-        fits: dict[Path, Future] = {}
-        on_seed = None
-        if template.algo == "mopo" and executor == "local":
-            # A seed's dynamics models are fitted as soon as its data is there, on the time
-            # the data jobs leave a core idle (the last seed's jobs, compiling, writing).
-            devices = free_devices()
-            on_seed = partial(_start_fits, spec, tasks, template, out, background, devices, fits)
-        data, cache = make_data(jobs, workers, spec.supervised_task, log, progress, on_seed)
-        _finish_fits(fits, log, progress)
         data_seconds = time.perf_counter() - start
         cells = _cells(spec, tasks, data, template, out)
         batches = populations(cells, max_cells)
@@ -638,9 +639,10 @@ def _feature_columns(env: str, obs_dim: int) -> list[int] | None:
 @contextlib.contextmanager
 def _background_pool() -> Iterator[ThreadPoolExecutor]:
     """A thread per core at the lowest CPU priority (nice 19, where the OS lets a thread lower
-    its own), for work that can wait for a core to be idle: the dynamics models' fits while
-    the data jobs run, the theory check's exact W1 solves while stage 2 trains. Leaving the
-    block early (an error) drops the work not yet started."""
+    its own): the theory check's exact W1 solves run there while stage 2 trains, on the time
+    its learners leave a core idle (compiling, evaluating, writing), and slow them little
+    (POT's solver runs on the calling thread; XLA's computations would run on its own threads,
+    at normal priority). Leaving the block early (an error) drops the solves not yet started."""
 
     def lower_priority() -> None:
         with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
@@ -653,41 +655,29 @@ def _background_pool() -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _start_fits(
+def _model_fits(
     spec: ExperimentSpec,
     tasks: list[str],
     template: OfflineConfig,
     out: Path,
-    pool: ThreadPoolExecutor,
-    free: queue.SimpleQueue,
-    fits: dict[Path, Future],
+    started: set[Path],
     seed_data: SeedData,
     loaded: dict[Path, Dataset],
-) -> None:
-    """Start fitting on ``pool`` (on the devices in ``free``) each dynamics model that a cell
-    of the seed will need and the grid's model folder lacks (``fits``: the fits started, by
-    model file); stage 2's population then finds them there. A finished cell needs none."""
-    folder = models_folder(out / "offline")
+) -> list[FitJob]:
+    """A job for each dynamics model that a cell of the seed will need and the grid's model
+    folder lacks (``started``: the model files already given a job); stage 2's population
+    then finds them there. A finished cell needs none."""
+    folder, fits = models_folder(out / "offline"), []
     for cell in _cells(spec, tasks, {seed_data.seed: seed_data}, template, out):
         job = CellJob(config=cell.config, data_paths=cell.datasets, out=cell.out)
         if stored_result(job) is not None:
             continue
         prepared = prepare_cell(job, loaded)
         path = shared_model_file(prepared, folder)
-        if path not in fits and not path.exists():
-            fits[path] = submit_fit(pool, free, path, prepared)
-
-
-def _finish_fits(fits: dict[Path, Future], log: Callable[[str], None], progress: Progress) -> None:
-    """Wait for the fits :func:`_start_fits` started, counting them on a bar."""
-    futures = list(fits.values())
-    if not futures:
-        return
-    log(f"dynamics models: {len(futures)}, fitted beside the data jobs")
-    with progress("dynamics models", len(futures), "fits") as bar:
-        for done, future in enumerate(as_completed(futures), 1):
-            future.result()  # a fit's error is raised here
-            bar.update(done)
+        if path not in started and not path.exists():
+            started.add(path)
+            fits.append(FitJob(ModelFit.of(prepared, path)))
+    return fits
 
 
 def _theory_solves(
