@@ -320,6 +320,7 @@ DEMO = ["demo", "--env", "point", "--seeds", "1", "--out", "{t}/d"]
         ([*DEMO, "--seed", "-1"], "--seed must be in 0 .. 4294967295"),
         ([*DEMO, "--expert-steps", "-1"], "expert"),
         ([*DEMO, "--population-cells", "0"], "--population-cells must be at least 1"),
+        ([*DEMO, "--data-workers", "0"], "--data-workers must be at least 1"),
         ([*DEMO, "--address", "127.0.0.1:6379"], "needs --executor ray"),
         (["rank", "{ds}", "--task", "nope"], "unknown task"),
         (["rank", "{ds}", "--task", "point-angle-inf"], "angle"),

@@ -447,6 +447,8 @@ def test_unknown_experiment_and_executor(tmp_path):
         run_pipeline(PipelineConfig(), tmp_path / "demo", executor="bogus")
     with pytest.raises(UdgError, match="--population-cells must be at least 1, got 0"):
         run_pipeline(PipelineConfig(), tmp_path / "demo", max_cells=0)
+    with pytest.raises(UdgError, match="--data-workers must be at least 1, got 0"):
+        run_pipeline(PipelineConfig(), tmp_path / "demo", data_workers=0)
     assert not (tmp_path / "demo").exists()
 
 

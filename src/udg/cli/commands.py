@@ -670,6 +670,7 @@ def pipeline(experiment: str, args) -> None:
         executor=args.executor,
         address=args.address,
         max_cells=args.population_cells,
+        data_workers=args.data_workers,
         # Stage lines go where the bars are (stderr), printed above a live bar, not through it;
         # standard output keeps the tables.
         log=lambda m: console.print(f"[dim]{m}[/dim]"),

@@ -413,6 +413,9 @@ class Demo:
     """Address of an existing Ray cluster."""
     population_cells: later(int, "every cell with the same settings") = None
     """Most stage-2 cells trained as one computation (1 trains the cells one by one)."""
+    data_workers: later(int, "one per CPU core; 1 on a GPU") = None
+    """The seeds' data jobs (stage 1, baselines, random data) run side by side in this many
+    processes, one core each (1 runs them in this process, one after another)."""
 
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""
@@ -460,6 +463,9 @@ class Experiment:
     """Address of an existing Ray cluster."""
     population_cells: later(int, "every cell with the same settings") = None
     """Most stage-2 cells trained as one computation (1 trains the cells one by one)."""
+    data_workers: later(int, "one per CPU core; 1 on a GPU") = None
+    """The seeds' data jobs (stage 1, baselines, random data) run side by side in this many
+    processes, one core each (1 runs them in this process, one after another)."""
 
     OUTPUTS: ClassVar = (("out", "folder"),)
     """The output locations the preflight checks before any work (udg.cli.preflight)."""

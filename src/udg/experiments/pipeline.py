@@ -241,7 +241,7 @@ def run_pipeline(
     if address is not None and executor != "ray":
         raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
     if data_workers is not None and data_workers < 1:
-        raise UdgError(f"the data jobs need at least 1 worker, got {data_workers}")
+        raise UdgError(f"--data-workers must be at least 1, got {data_workers}")
     template = _offline_template(config, spec, tasks)
     out = Path(out)
     jobs = [
