@@ -16,6 +16,7 @@ from udg.data.relabel import select
 from udg.envs.tasks import get_task
 from udg.errors import UdgError
 from udg.evaluation import theory
+from udg.experiments.data_stage import FITS_BAR
 from udg.experiments.grid import Cell, run_cells
 from udg.experiments.offline import OfflineConfig
 from udg.experiments.pipeline import EXPERT_EPISODES, PipelineConfig, run_pipeline
@@ -296,7 +297,10 @@ def test_report_names_a_mixed_in_reward():
 
 def test_every_stage_shows_progress_to_its_total(demo_run):
     bars = PROGRESS.bars
-    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "stage 2 MOPO"]
+    # The last seed's model fits start when the data is done: they get a bar of their own.
+    assert sorted(bars) == ["data of 2 seed(s), 2 at a time", "stage 2 MOPO", FITS_BAR]
+    assert bars[FITS_BAR]["unit"] == "fits"
+    assert bars[FITS_BAR]["total"] == demo_run[2]["model_fits"]  # every fit, the early ones too
     for bar in bars.values():
         completed = [c for c, _ in bar["updates"]]
         assert completed == sorted(completed) and completed[-1] == bar["total"] > 0

@@ -305,16 +305,22 @@ def make_data(
     """Run every seed's jobs (:func:`run_jobs`) under one progress bar; each seed's
     :class:`SeedData` and every dataset the jobs loaded, by folder. ``on_seed(seed_data,
     loaded)`` follows the last job of each seed and returns jobs that need its data (stage 2's
-    model fits), which run in the same workers, after the jobs queued before them."""
+    model fits), which run in the same workers, after the jobs queued before them; those still
+    running when the data is done get a bar of their own."""
     by_name = {job.name: job for job in jobs}
     done = dict.fromkeys(by_name, 0)
     seeds = sorted({job.seed for job in jobs})
     loaded: dict[Path, Dataset] = {}
     paths: dict[tuple[int, str], list[str]] = {}
     data: dict[int, SeedData] = {}
+    fits = {"joined": 0, "done": 0}
+    bars = contextlib.ExitStack()
 
     def on_done(job: Job, result: Any) -> list[Job]:
         if not isinstance(job, DataJob):
+            fits["done"] += 1
+            if fits_bar:
+                fits_bar[0].update(fits["done"], model=job.fit.path.stem)
             return []
         _, job_paths, job_loaded = result
         paths[job.seed, job.kind] = job_paths
@@ -325,10 +331,20 @@ def make_data(
         more = [] if on_seed is None else on_seed(data[job.seed], loaded)
         if more:
             log(f"seed {job.seed}: {len(more)} dynamics model fit(s) join the data jobs")
+            fits["joined"] += len(more)
+        if len(paths) == len(jobs):  # the data is done: the fits left get their own bar
+            done.update({name: j.bar_steps for name, j in by_name.items()})
+            bar.update(sum(done.values()), job=job.name)
+            bars.close()
+            if fits["done"] < fits["joined"]:
+                fits_bar.append(bars.enter_context(progress(FITS_BAR, fits["joined"], "fits")))
+                fits_bar[0].update(fits["done"])
         return more
 
+    fits_bar: list[Any] = []
     description = f"data of {len(seeds)} seed(s), {workers} at a time"
-    with progress(description, sum(job.bar_steps for job in jobs), "steps") as bar:
+    with bars:
+        bar = bars.enter_context(progress(description, sum(j.bar_steps for j in jobs), "steps"))
 
         def on_message(message: tuple) -> None:
             if message[0] == "start":
@@ -336,11 +352,16 @@ def make_data(
                     log(by_name[message[1]].log_line)
                 return
             _, name, completed, metrics = message
-            done[name] = min(completed, by_name[name].bar_steps)
-            bar.update(sum(done.values()), job=name, **metrics)
+            if len(paths) < len(jobs):  # (a job's last report can come after its result)
+                done[name] = min(completed, by_name[name].bar_steps)
+                bar.update(sum(done.values()), job=name, **metrics)
 
         run_jobs(list(jobs), workers, on_message, on_done)
     return {seed: data[seed] for seed in seeds}, loaded
+
+
+FITS_BAR = "stage 2's dynamics models"
+"""The bar of the model fits still running when the data is done."""
 
 
 def _seed_data(

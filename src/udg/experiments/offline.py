@@ -28,7 +28,7 @@ import json
 import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,51 +398,31 @@ def fit_models(
     missing: dict[Path, tuple[PreparedCell, Callable | None]],
 ) -> dict[Path, tuple[dynamics.DynamicsModel, dict]]:
     """Fit and save the models ``missing`` (path -> a cell on the model's data and its
-    ``on_epoch`` hook), side by side, one per local device at a time (:func:`submit_fit`)."""
-    devices = jax.local_devices()
-    if len(missing) <= 1 or len(devices) == 1:
-        return {path: fit_or_load_model(cell, path, hook) for path, (cell, hook) in missing.items()}
-    free = free_devices()
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        futures = {
-            path: submit_fit(pool, free, path, cell, hook) for path, (cell, hook) in missing.items()
-        }
-        return {path: future.result() for path, future in futures.items()}
-
-
-def free_devices() -> queue.SimpleQueue:
-    """The local devices, each free for one fit at a time (:func:`submit_fit`)."""
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    for device in jax.local_devices():
-        free.put(device)
-    return free
-
-
-def submit_fit(
-    pool: ThreadPoolExecutor,
-    free: queue.SimpleQueue,
-    path: Path,
-    cell: PreparedCell,
-    on_epoch: Callable | None = None,
-) -> Future:
-    """:func:`fit_or_load_model` on ``pool``, on a device taken from ``free`` for the fit.
+    ``on_epoch`` hook), side by side, one per local device at a time.
 
     A fit's networks are small (a demo model: 7 members of 3 x 64): one device's share of the
     cores runs it about as fast as all of them, so fits on separate devices (one per core on a
     CPU, :func:`udg.devices.use_cpu_cores`) finish sooner together. A fit is the same
-    computation on any device, so its model does not depend on where it ran. A pool with more
-    threads than devices makes the extra fits wait for a device.
+    computation on any device, so its model does not depend on where it ran.
     """
+    devices = jax.local_devices()
+    if len(missing) <= 1 or len(devices) == 1:
+        return {path: fit_or_load_model(cell, path, hook) for path, (cell, hook) in missing.items()}
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for device in devices:
+        free.put(device)
 
-    def fit():
-        device = free.get()
+    def fit(path: Path, cell: PreparedCell, hook: Callable | None):
+        device = free.get()  # as many threads as devices: one is always free
         try:
             with jax.default_device(device):
-                return fit_or_load_model(cell, path, on_epoch)
+                return fit_or_load_model(cell, path, hook)
         finally:
             free.put(device)
 
-    return pool.submit(fit)
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = {path: pool.submit(fit, path, *item) for path, item in missing.items()}
+        return {path: future.result() for path, future in futures.items()}
 
 
 def shared_model_file(cell: PreparedCell, model_dir: Path) -> Path:
