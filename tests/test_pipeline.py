@@ -18,7 +18,7 @@ from udg.errors import UdgError
 from udg.evaluation import theory
 from udg.experiments.data_stage import FITS_BAR
 from udg.experiments.grid import Cell, run_cells
-from udg.experiments.offline import OfflineConfig
+from udg.experiments.offline import OfflineConfig, model_metrics
 from udg.experiments.pipeline import EXPERT_EPISODES, PipelineConfig, run_pipeline
 
 TASKS = ("rooms-angle-0", "rooms-angle-120")
@@ -37,7 +37,8 @@ def demo_run(tmp_path_factory):
         seeds=2,
     )
     logs = []
-    summary = run_pipeline(config, out, log=logs.append, progress=PROGRESS)
+    # Two workers on any machine (the default follows its cores): the data jobs side by side.
+    summary = run_pipeline(config, out, log=logs.append, progress=PROGRESS, data_workers=2)
     return out, config, summary, logs
 
 
@@ -155,7 +156,8 @@ def test_pipeline_writes_complete_reports(demo_run):
         assert set(buffers) == {"agent-0", "agent-1", "agent-2", "random", "supervised"}
         assert all(0 <= b["outside_start"] <= 1 and 4 in b["rooms"] for b in buffers.values())
     stages = summary["stage_seconds"]
-    assert list(stages) == ["stage 1", "baselines", "MOPO cells"] and min(stages.values()) > 0
+    assert list(stages) == ["stage 1", "baselines", "MOPO cells", "model fits in the data workers"]
+    assert min(stages.values()) > 0
     assert stages["MOPO cells"] == pytest.approx(
         sum(c["wall_seconds"] for c in summary["cells"].values())
     )
@@ -313,13 +315,15 @@ def test_every_stage_shows_progress_to_its_total(demo_run):
 
 def test_each_seeds_models_are_fitted_with_the_data_jobs(demo_run):
     # One fit per distinct selection and seed, logged when the seed's data is there; stage 2
-    # only read them (its population's fit time is nil).
+    # only read them: every model its cells used was fitted in a data worker.
     out, _, summary, logs = demo_run
     fits = [line for line in logs if "dynamics model fit(s) join the data jobs" in line]
     assert len(fits) == 2
     assert sum(int(line.split(": ")[1].split()[0]) for line in fits) == summary["model_fits"]
-    result = json.loads(next((out / "offline").rglob("result.json")).read_text())
-    assert result["population"]["timings"]["dynamics"] < 1.0
+    models = {json.loads(r.read_text())["model"] for r in (out / "offline").rglob("result.json")}
+    assert len(models) == summary["model_fits"]
+    assert {model_metrics(m)["fitted_in"] for m in models} == {"data worker"}
+    assert summary["stage_seconds"]["model fits in the data workers"] > 0
 
 
 def test_rerun_skips_finished_work(demo_run, monkeypatch):
@@ -479,18 +483,15 @@ def test_demo_refusals_are_one_line_before_any_folder(tmp_path, capsys, argv, me
 def test_data_jobs_side_by_side_equal_one_after_another(demo_run, tmp_path):
     # The fixture's jobs ran in worker processes, one core and one JAX device each; here the
     # same seed's jobs run in this process (every core's device): the datasets are equal.
-    from udg.devices import usable_cores
     from udg.experiments import pipeline
     from udg.experiments.data_stage import make_data
 
     out, config, summary, _ = demo_run
-    assert summary["data_workers"] == min(2, usable_cores())
-    if summary["data_workers"] < 2:
-        pytest.skip("one core: the fixture's jobs ran in this process too")
+    assert summary["data_workers"] == 2
     spec = pipeline.get_experiment(config.experiment)
     gens, tasks = pipeline._validated(config, spec)
     jobs = pipeline._seed_jobs(config, spec, 0, gens[0], tasks, tmp_path)
-    data, loaded = make_data(jobs, 1, spec.supervised_task, lambda m: None, PROGRESS)
+    data, loaded = make_data(jobs, 1, spec.supervised_task, lambda m: None, RecordingBars())
     here = [p for kind in ("udg", "random", "supervised") for p in data[0].sources[kind]]
     there = [p for kind in ("udg", "random", "supervised") for p in summary["sources"]["0"][kind]]
     assert len(here) == len(there) == 5
@@ -509,5 +510,5 @@ def test_a_failing_data_job_stops_the_workers_with_its_error(tmp_path):
         DataJob(0, "udg", tmp_path / "file", gen, "bad"),
         DataJob(1, "random", tmp_path / "random", gen, "random"),
     ]
-    with pytest.raises(UdgError, match="file"):
+    with pytest.raises(UdgError, match="file is a file, not a folder; choose a new or empty"):
         run_jobs(jobs, 2, lambda message: None, lambda job, result: [])

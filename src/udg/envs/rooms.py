@@ -253,7 +253,8 @@ def rooms_step(
     walls: Walls = WALLS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One step of many rooms points at once (``[N, 2]`` each): ``point``'s velocity update,
-    then :func:`move` through the walls. :class:`RoomsEnv` steps with it (``N = 1``)."""
+    then :func:`move` through the walls. :class:`RoomsEnv` steps with it (``N = 1``) when a
+    move reaches a wall's line, and with the same operations on Python floats otherwise."""
     force = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
     velocity = (1.0 - damping * dt) * np.asarray(velocity) + dt * force_scale * force
     return move(position, velocity, dt, walls)

@@ -18,8 +18,13 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import queue
-from collections.abc import Callable, Iterator
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from udg.data.collect import random_episodes
 from udg.data.dataset import Dataset
 from udg.data.minari_io import dataset_id_for, load_datasets, write_dataset
 from udg.devices import usable_cores
+from udg.errors import UdgError
 from udg.experiments.generate import (
     memory_estimate,
     plot_run_coverage,
@@ -34,6 +40,7 @@ from udg.experiments.generate import (
     run_generate,
 )
 from udg.experiments.generate_config import GenerateConfig
+from udg.experiments.runs import MANIFEST
 from udg.limits import machine_memory
 
 JOB_KINDS = ("udg", "experts", "random")
@@ -186,23 +193,37 @@ def run_job(job: DataJob, send: Send) -> tuple[str, list[str], dict[Path, Datase
 
 def _figure_is_current(run: Path) -> bool:
     """Whether the run's coverage figure was drawn after the run last finished."""
-    from udg.experiments.runs import MANIFEST
-
     figure, manifest = run / "coverage.png", run / MANIFEST
     return figure.exists() and figure.stat().st_mtime >= manifest.stat().st_mtime
 
 
-def worker_count(jobs: list[DataJob]) -> int:
-    """How many jobs run side by side by default: one per usable core on a CPU backend (each
-    job's population then has a core to itself), as many as the memory holds with each worker
-    at its largest job; one on a GPU or TPU."""
+def worker_count(jobs: list[DataJob], requested: int | None = None) -> int:
+    """How many jobs run side by side: ``requested`` (``--data-workers``), checked, or by
+    default one per usable core on a CPU backend (each job's population then has a core to
+    itself), as many as the memory holds with each worker at its largest job; one on a GPU or
+    TPU, whose one device the jobs share."""
     import jax
 
-    if jax.default_backend() != "cpu" or len(jobs) < 2:
+    if requested is not None and requested < 1:
+        raise UdgError(f"--data-workers must be at least 1, got {requested}")
+    backend = jax.default_backend()
+    if backend != "cpu":
+        if requested not in (None, 1):
+            raise UdgError(
+                f"--data-workers {requested} needs a CPU backend: on {backend} the data jobs "
+                "share one device and run one after another (--data-workers 1)"
+            )
         return 1
-    largest = max(memory_estimate(j.config) for j in jobs if j.kind != "random")
+    largest = max((memory_estimate(j.config) for j in jobs if j.kind != "random"), default=0)
     fit = max(1, machine_memory() // max(largest, 1))
-    return max(1, min(usable_cores(), len(jobs), fit))
+    if requested is not None:
+        if requested > fit:
+            raise UdgError(
+                f"--data-workers {requested}: each worker's largest job needs about "
+                f"{largest / 2**30:.1f} GiB, so this machine's memory holds {fit} side by side"
+            )
+        return requested
+    return 1 if len(jobs) < 2 else max(1, min(usable_cores(), len(jobs), fit))
 
 
 class FitJob:
@@ -234,7 +255,12 @@ def run_jobs(
     """Run ``jobs`` one after another in this process (``workers`` 1), or on ``workers``
     processes, each pinned to one core. ``on_message`` gets every job's reports in this
     process, as they come; ``on_done(job, result)`` each job's result as it finishes, and
-    returns the jobs it makes possible, which join the queue."""
+    returns the jobs it makes possible, which join the queue.
+
+    A job's error is raised here, and a worker that dies (killed for memory, say) is an error
+    naming its job; either way the other workers are stopped (each job is a resumable run or
+    a file written whole, so rerunning resumes). The workers ignore Ctrl-C, which this process
+    handles by stopping them, and end themselves if this process dies."""
     if workers <= 1:
         queued = list(jobs)
         while queued:
@@ -242,56 +268,128 @@ def run_jobs(
             queued += on_done(job, job(on_message))
         return
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
-    messages, cores = context.Queue(), context.Queue()
-    for core in sorted(_cores())[:workers]:
-        cores.put(core)
-    # Leaving the block terminates the workers: after an error in one job, the others stop
-    # (each is a resumable run, a fit is written whole or not at all) and the error is raised.
-    with context.Pool(workers, initializer=_start_worker, initargs=(cores, messages)) as pool:
-        pending = [(job, pool.apply_async(_worker_job, (job,))) for job in jobs]
-        while pending:
-            with contextlib.suppress(queue.Empty):
-                on_message(messages.get(timeout=0.2))
-            for job, result in [p for p in pending if p[1].ready()]:
-                pending.remove((job, result))
-                for more in on_done(job, result.get()):  # a job's error is raised here
-                    pending.append((more, pool.apply_async(_worker_job, (more,))))
-        for message in _drain(messages):
-            on_message(message)
+    messages = context.Queue()
+    inboxes = [context.Queue() for _ in range(workers)]  # each worker's next job
+    cores = sorted(_cores()) or [None]
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(w, os.getpid(), cores[w % len(cores)], inboxes[w], messages),
+            name=f"udg-data-{w}",
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    queued, running, idle = list(jobs), {}, list(range(workers))
+
+    def dispatch() -> None:
+        while queued and idle:
+            w = idle.pop(0)
+            running[w] = queued.pop(0)
+            inboxes[w].put(running[w])
+
+    finished = False
+    try:
+        dispatch()
+        while running:
+            _check_alive(processes, running)
+            try:
+                message = messages.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if message[0] == "failed":
+                raise message[2]
+            if message[0] == "done":
+                _, w, result = message
+                job = running.pop(w)
+                idle.append(w)
+                queued += on_done(job, result)
+                dispatch()
+            else:
+                on_message(message)
+        finished = True
+    finally:
+        _stop(processes, inboxes, gently=finished)
 
 
-def _cores() -> set[int]:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+def _check_alive(processes: list, running: dict[int, Job]) -> None:
+    for w, process in enumerate(processes):
+        if process.exitcode is not None:
+            doing = f"while running {running[w].name}" if w in running else "between jobs"
+            raise UdgError(
+                f"a data worker stopped (exit code {process.exitcode}) {doing}: killed for "
+                "memory? rerun the command to resume"
+            )
 
 
-def _drain(messages) -> Iterator[tuple]:
-    while True:
-        try:
-            yield messages.get(timeout=0.05)
-        except queue.Empty:
-            return
+def _stop(processes: list, inboxes: list, gently: bool) -> None:
+    """End the workers: asked to finish (``gently``, all jobs done) or stopped at once."""
+    for process, inbox in zip(processes, inboxes, strict=True):
+        if gently:
+            inbox.put(None)
+            process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()  # the job unwinds (its run folder released) and the worker exits
+            process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+        process.join()
+        inbox.cancel_join_thread()  # a job no worker took is dropped
 
 
-_MESSAGES: Any = None
-"""A worker's queue to the parent."""
+def _cores() -> list[int]:
+    return list(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
-def _start_worker(cores, messages) -> None:
-    """A worker's setup, before its first job: one core, one JAX device on it."""
-    global _MESSAGES
-    _MESSAGES = messages
-    with contextlib.suppress(queue.Empty):
-        core = cores.get_nowait()
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {core})
+def _worker(w: int, parent: int, core: int | None, inbox, messages) -> None:
+    """Worker ``w``: one core and one JAX device on it; runs the jobs ``inbox`` gives it until
+    it gives None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Stopped by the parent, a worker exits as Python does (its job's cleanups and the
+    # semaphores a library made are undone), not at once.
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
     os.environ["UDG_CPU_DEVICES"] = "1"  # the worker's core is its one device
     from udg.devices import use_cpu_cores
 
     use_cpu_cores(1)  # the compilation cache comes with the parent's environment
+    for job in iter(inbox.get, None):
+        try:
+            result = job(messages.put)
+        except Exception as err:  # the parent raises it
+            messages.put(("failed", w, _portable(err)))
+        else:
+            messages.put(("done", w, result))
 
 
-def _worker_job(job: Job) -> Any:
-    return job(_MESSAGES.put)
+def _exit_on_term(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # once: a second stop ends the process outright
+    raise SystemExit(128 + signum)
+
+
+def _end_with(parent: int) -> None:
+    """End this worker when its parent process is gone (killed, say)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _portable(err: Exception) -> Exception:
+    """``err`` with this process's traceback as a note, or, if it cannot be pickled, a
+    RuntimeError that says it."""
+    text = traceback.format_exc()
+    if isinstance(err, UdgError):
+        return err
+    try:
+        err.add_note(f"in a data worker:\n{text}")
+        pickle.dumps(err)
+        return err
+    except Exception:
+        return RuntimeError(f"a data job failed in its worker:\n{text}")
 
 
 def make_data(

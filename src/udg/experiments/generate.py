@@ -438,7 +438,8 @@ def write_datasets(run: Stage1Run) -> list[Path]:
                 )
             )
     atomic_write_bytes(run.out / "agents.msgpack", sac.to_bytes(run.agents))
-    tensorboard.close(run.board)
+    tensorboard.close(run.board)  # every event written before the run is complete
+    run.board = None
     _write_manifest(run, status="complete", datasets=[str(p) for p in paths])
     return paths
 
@@ -475,7 +476,11 @@ def _run_opened(
         return run, [Path(p) for p in manifest.get("datasets", [])]
     if not load_checkpoint(run):
         _write_manifest(run, status="running")
-    return run, run_stage(run, on_round)
+    try:
+        return run, run_stage(run, on_round)
+    finally:  # also when stopped: the writer's thread ends before the interpreter does
+        tensorboard.close(run.board)
+        run.board = None
 
 
 def read_metrics(run: Stage1Run) -> list[dict]:

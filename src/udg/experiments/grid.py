@@ -183,8 +183,8 @@ def run_cells_with_bar(
     log: Callable[[str], None] = print,
     **run,
 ) -> dict[str, dict]:
-    """:func:`run_cells` (``run``: work, executor, address, max_cells, loaded) counting MOPO epochs on
-    ``bar``.
+    """:func:`run_cells` (``run``: work, executor, address, max_cells, loaded) counting MOPO
+    epochs on ``bar``.
 
     ``bar.update(n, **metrics)`` gets the epochs done over all cells (``epochs`` per cell, so the
     bar's total is ``len(cells) * epochs``); while a cell fits its dynamics model the count

@@ -330,8 +330,7 @@ def fit_or_load_model(
                 f"dynamics model {path} predicts {list(model.outputs)}, but reward="
                 f"{cell.config.mopo.reward} needs {list(outputs)}"
             )
-        metrics = _metrics_path(path)
-        return model, runs.read_json(metrics) if metrics.exists() else {}
+        return model, model_metrics(path)
     return ModelFit.of(cell, path).run(on_epoch)
 
 
@@ -351,9 +350,12 @@ class ModelFit:
     targets: np.ndarray
     """The extra columns the model predicts, ``[N, k]`` (:func:`model_outputs`)."""
     outputs: tuple[str, ...]
+    fitted_in: str = "stage 2"
+    """Where the fit runs, as its metrics record it: ``stage 2`` (a population's fit, counted
+    in its time) or ``data worker`` (the pipeline's, before stage 2)."""
 
     @classmethod
-    def of(cls, cell: PreparedCell, path: Path) -> ModelFit:
+    def of(cls, cell: PreparedCell, path: Path, fitted_in: str = "stage 2") -> ModelFit:
         d = cell.data
         return cls(
             path=Path(path),
@@ -365,6 +367,7 @@ class ModelFit:
             next_observations=d.next_observations,
             targets=_model_targets(cell),
             outputs=model_outputs(cell),
+            fitted_in=fitted_in,
         )
 
     @property
@@ -374,7 +377,9 @@ class ModelFit:
     def run(
         self, on_epoch: Callable[[int, np.ndarray], None] | None = None
     ) -> tuple[dynamics.DynamicsModel, dict]:
-        """Fit, save and return the model and its metrics."""
+        """Fit, save and return the model and its metrics (the fit's own, its wall time and
+        where it ran)."""
+        start = time.perf_counter()
         try:
             model, metrics = dynamics.train_dynamics(
                 self.config,
@@ -388,6 +393,10 @@ class ModelFit:
             )
         except ValueError as err:
             raise UdgError(f"cannot fit the dynamics model: {err}") from None
+        metrics = metrics | {
+            "fit_seconds": time.perf_counter() - start,
+            "fitted_in": self.fitted_in,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         dynamics.save_model(model, self.path, self.env)
         runs.atomic_write_json(_metrics_path(self.path), metrics)
@@ -428,6 +437,12 @@ def fit_models(
 def shared_model_file(cell: PreparedCell, model_dir: Path) -> Path:
     """Where a population keeps the model ``cell`` needs: ``model_dir`` by its model id."""
     return model_dir / f"{model_id(cell)}.msgpack"
+
+
+def model_metrics(model: Path) -> dict:
+    """A saved model's fit metrics (empty when none were kept)."""
+    path = _metrics_path(Path(model))
+    return runs.read_json(path) if path.exists() else {}
 
 
 def _metrics_path(model: Path) -> Path:

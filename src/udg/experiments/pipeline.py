@@ -67,6 +67,7 @@ from udg.experiments.offline import (
     ModelFit,
     OfflineConfig,
     model_fits,
+    model_metrics,
     prepare_cell,
     shared_model_file,
     stored_result,
@@ -240,8 +241,6 @@ def run_pipeline(
         raise UdgError(f"--population-cells must be at least 1, got {max_cells}")
     if address is not None and executor != "ray":
         raise UdgError(f"--address {address} names a Ray cluster; it needs --executor ray")
-    if data_workers is not None and data_workers < 1:
-        raise UdgError(f"--data-workers must be at least 1, got {data_workers}")
     template = _offline_template(config, spec, tasks)
     out = Path(out)
     jobs = [
@@ -249,7 +248,7 @@ def run_pipeline(
     ]
     for job in jobs[:2]:  # the seeds' stage-1 runs differ only in their seed: each fits in
         check_generate_memory(job.config)  # memory if the first seed's do (udg, experts)
-    workers = worker_count(jobs) if data_workers is None else data_workers
+    workers = worker_count(jobs, data_workers)
     fields = _claim(out, config)
     try:
         summary = _run_claimed(config, spec, jobs, workers, tasks, template, out, executor,
@@ -496,7 +495,17 @@ def _stage_seconds(
             read_json(out / f"seed-{s}" / "experts" / MANIFEST)["wall_seconds"] for s in data
         ),
         f"{label} cells": sum(results[c.name]["wall_seconds"] for c in cells),
+        **_worker_fit_seconds(cells, results),
     }
+
+
+def _worker_fit_seconds(cells, results) -> dict[str, float]:
+    """The time of the dynamics fits made in the data workers (a population's own fits are in
+    its cells' time), summed over the models: none when there were none."""
+    models = {results[c.name].get("model") for c in cells} - {None}
+    metrics = [model_metrics(m) for m in sorted(models)]
+    seconds = [m["fit_seconds"] for m in metrics if m.get("fitted_in") == "data worker"]
+    return {"model fits in the data workers": sum(seconds)} if seconds else {}
 
 
 def _cell_summary(result: dict) -> dict:
@@ -676,7 +685,7 @@ def _model_fits(
         path = shared_model_file(prepared, folder)
         if path not in started and not path.exists():
             started.add(path)
-            fits.append(FitJob(ModelFit.of(prepared, path)))
+            fits.append(FitJob(ModelFit.of(prepared, path, fitted_in="data worker")))
     return fits
 
 
