@@ -250,6 +250,7 @@ def test_interrupted_offline_run_resumes_to_the_same_result(tmp_path, point_root
     # Every stream depends on (seed, purpose, epoch, call) alone: the policies are the same.
     policies = [(tmp_path / run / "policy.msgpack").read_bytes() for run in "ab"]
     assert policies[0] == policies[1]
+
     # The resumed run loads the saved model and reports that fit's metrics.
     def fit(result):  # the fit's metrics but its wall time
         return {k: v for k, v in result["dynamics"].items() if k != "fit_seconds"}
