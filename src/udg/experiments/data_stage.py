@@ -280,8 +280,6 @@ def run_jobs(
         )
         for w in range(workers)
     ]
-    for process in processes:
-        process.start()
     queued, running, idle = list(jobs), {}, list(range(workers))
 
     def dispatch() -> None:
@@ -292,6 +290,8 @@ def run_jobs(
 
     finished = False
     try:
+        for process in processes:
+            process.start()
         dispatch()
         while running:
             _check_alive(processes, running)
@@ -327,6 +327,8 @@ def _check_alive(processes: list, running: dict[int, Job]) -> None:
 def _stop(processes: list, inboxes: list, gently: bool) -> None:
     """End the workers: asked to finish (``gently``, all jobs done) or stopped at once."""
     for process, inbox in zip(processes, inboxes, strict=True):
+        if process.pid is None:  # never started
+            continue
         if gently:
             inbox.put(None)
             process.join(timeout=10)
