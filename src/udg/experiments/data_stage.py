@@ -41,7 +41,7 @@ from udg.experiments.generate import (
 )
 from udg.experiments.generate_config import GenerateConfig
 from udg.experiments.runs import MANIFEST
-from udg.limits import machine_memory
+from udg.limits import machine_memory, size_text
 
 JOB_KINDS = ("udg", "experts", "random")
 """A seed's jobs: stage 1 (the UDG data), the baselines' SAC agents (one per task: the
@@ -220,7 +220,7 @@ def worker_count(jobs: list[DataJob], requested: int | None = None) -> int:
         if requested > fit:
             raise UdgError(
                 f"--data-workers {requested}: each worker's largest job needs about "
-                f"{largest / 2**30:.1f} GiB, so this machine's memory holds {fit} side by side"
+                f"{size_text(largest)}, so this machine's memory holds {fit} side by side"
             )
         return requested
     return 1 if len(jobs) < 2 else max(1, min(usable_cores(), len(jobs), fit))
