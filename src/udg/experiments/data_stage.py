@@ -414,7 +414,8 @@ def make_data(
     paths: dict[tuple[int, str], list[str]] = {}
     data: dict[int, SeedData] = {}
     fits = {"joined": 0, "done": 0}
-    bars = contextlib.ExitStack()
+    bars = contextlib.ExitStack()  # the data's bar, then the fits' (when any are left)
+    fits_bar: list[Any] = []
 
     def on_done(job: Job, result: Any) -> list[Job]:
         if not isinstance(job, DataJob):
@@ -433,15 +434,12 @@ def make_data(
             log(f"seed {job.seed}: {len(more)} dynamics model fit(s) join the data jobs")
             fits["joined"] += len(more)
         if len(paths) == len(jobs):  # the data is done: the fits left get their own bar
-            done.update({name: j.bar_steps for name, j in by_name.items()})
-            bar.update(sum(done.values()), job=job.name)
             bars.close()
             if fits["done"] < fits["joined"]:
                 fits_bar.append(bars.enter_context(progress(FITS_BAR, fits["joined"], "fits")))
                 fits_bar[0].update(fits["done"])
         return more
 
-    fits_bar: list[Any] = []
     description = f"data of {len(seeds)} seed(s), {workers} at a time"
     with bars:
         bar = bars.enter_context(progress(description, sum(j.bar_steps for j in jobs), "steps"))
@@ -451,10 +449,9 @@ def make_data(
                 if message[1] in by_name:
                     log(by_name[message[1]].log_line)
                 return
-            _, name, completed, metrics = message
-            if len(paths) < len(jobs):  # (a job's last report can come after its result)
-                done[name] = min(completed, by_name[name].bar_steps)
-                bar.update(sum(done.values()), job=name, **metrics)
+            _, name, completed, metrics = message  # a job's reports all come before its result
+            done[name] = min(completed, by_name[name].bar_steps)
+            bar.update(sum(done.values()), job=name, **metrics)
 
         run_jobs(list(jobs), workers, on_message, on_done)
     return {seed: data[seed] for seed in seeds}, loaded
